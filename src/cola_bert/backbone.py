@@ -72,7 +72,7 @@ def load_model(
     """A sequence classifier: pretrained weights, or (``tiny``) a randomly initialised small BERT for tests."""
     maps = label_maps(label_names)
     if tiny is not None:
-        config = BertConfig(vocab_size=vocab_size or 30522, num_labels=len(label_names), **maps, **dict(tiny))
+        config = BertConfig(**{"vocab_size": vocab_size or 30522, **dict(tiny)}, num_labels=len(label_names), **maps)
         return BertForSequenceClassification(config)
     if not pretrained:
         raise ValueError("model.pretrained is empty: give a Hugging Face model id or a local directory.")

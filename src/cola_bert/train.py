@@ -1,0 +1,177 @@
+"""Hydra entry point: `python -m cola_bert.train [overrides]` (or `cola-train`).
+
+Builds data, model, callbacks, loggers and trainer from `conf/` with `hydra.utils.instantiate`, trains, re-scores the
+best checkpoint on the validation set, and writes the run's artifacts (layout in README, "Outputs of a run").
+Returns the metric named by `optimized_metric` so Hydra sweepers (grid or Optuna) can maximise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cola_bert import plots
+from cola_bert.callbacks import EpochSummary
+from cola_bert.config import conf_dir
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    return [instantiate(node) for node in (group or {}).values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """`last` → `<checkpoint_dir>/last.ckpt` when it exists (else start fresh); a path must exist."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        last = checkpoint_dir / "last.ckpt"
+        if last.is_file():
+            log.info("Resuming from %s", last)
+            return str(last)
+        log.info("ckpt_path=last: no %s yet, starting from scratch", last)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path} does not exist. Give a checkpoint file (e.g. RUN/checkpoints/last.ckpt), or "
+            "ckpt_path=last to resume from this run directory's last.ckpt when there is one."
+        )
+    return ckpt_path
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+
+
+def _best_epoch(history: list[dict[str, float]], monitor: str | None, mode: str) -> int | None:
+    scored = [row for row in history if monitor in row and not math.isnan(row[monitor])]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return int(pick(scored, key=lambda row: row[monitor])["epoch"])
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_model_dir(module: pl.LightningModule, tokenizer: Any, target: Path) -> None:
+    """`save_pretrained` model + tokenizer into a temp dir, then swap it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        module.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_run_outputs(
+    cfg: DictConfig, trainer: pl.Trainer, module: Any, datamodule: Any, summary: EpochSummary, metrics: dict
+) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    ckpt = trainer.checkpoint_callback
+    monitor = getattr(ckpt, "monitor", None) or cfg.optimized_metric
+    mode = getattr(ckpt, "mode", "max")
+    record = {
+        **metrics,
+        "best_epoch": _best_epoch(summary.history, monitor, mode),
+        "best_checkpoint": getattr(ckpt, "best_model_path", "") or None,
+        "train_samples_per_second": summary.train_samples_per_second,
+        "epochs_trained": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "history": summary.history,
+    }
+    if cfg.get("save_model", True):
+        save_model_dir(module, datamodule.tokenizer, out / "model")
+    if summary.history:
+        plots.learning_curves(summary.history, out / "plots" / "learning_curves.png")
+    confusion = getattr(module, "last_confusion", None)
+    if confusion is not None:
+        plots.confusion_matrix(
+            confusion.tolist(), module.label_names, out / "plots" / "confusion_matrix.png",
+            f"validation (MCC {metrics.get('val/mcc', float('nan')):.3f})",
+        )
+    _write_json(record, out / "metrics.json")
+    tmp = out / "config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, out / "config.yaml")
+    return record
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, re-validate the best checkpoint, test when a test split exists, write outputs. Returns the metrics."""
+    pl.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+
+    # Plain containers (not DictConfig) so checkpoints hold only plain hyperparameters.
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate(cfg.model, _convert_="all")
+    summary = EpochSummary()
+    callbacks = [summary, *_instantiate_all(cfg.get("callbacks"))]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.checkpoint_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if best and not Path(best).is_file():
+        best = None
+    # Score (and save) the best weights, not the last ones.
+    metrics = _scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
+    if datamodule.has_test:
+        metrics.update(_scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
+    if trainer.is_global_zero:
+        return write_run_outputs(cfg, trainer, module, datamodule, summary, metrics)
+    return metrics
+
+
+def _print_summary(record: dict[str, Any], output_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cola-bert run: {output_dir}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(k for k, v in record.items() if isinstance(v, float)):
+        table.add_row(key, f"{record[key]:.4f}")
+    table.add_row("best_epoch", str(record.get("best_epoch")))
+    Console().print(table)
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    record = train(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        _print_summary(record, cfg.paths.output_dir)
+    value = record.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+    if cfg.get("optimized_metric") and value is None:
+        raise KeyError(f"optimized_metric={cfg.optimized_metric} was not logged; logged: {sorted(record)}")
+    return value
+
+
+if __name__ == "__main__":
+    main()
