@@ -52,3 +52,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def compose_train(tmp_path, cola_archive):
+    """Compose conf/train.yaml like the CLI would, with outputs under tmp_path and the archive provisioned."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from cola_bert.config import conf_dir
+
+    def _compose(*overrides: str, output_dir: Path | None = None):
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name="test"):
+            cfg = compose(
+                config_name="train",
+                overrides=[f"data.archive={cola_archive}", f"paths.data_dir={tmp_path.parent / 'data'}", *overrides],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir or tmp_path / "run")
+        return cfg
+
+    return _compose

@@ -93,7 +93,9 @@ def write_run_outputs(
     ckpt = trainer.checkpoint_callback
     monitor = getattr(ckpt, "monitor", None) or cfg.optimized_metric
     mode = getattr(ckpt, "mode", "max")
+    last_epoch = summary.history[-1] if summary.history else {}
     record = {
+        **{k: v for k, v in last_epoch.items() if k.startswith("train/")},
         **metrics,
         "best_epoch": _best_epoch(summary.history, monitor, mode),
         "best_checkpoint": getattr(ckpt, "best_model_path", "") or None,
@@ -132,6 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # the learning-rate monitor only writes to loggers, and refuses to run without one
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.checkpoint_dir))

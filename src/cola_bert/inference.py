@@ -1,0 +1,679 @@
+"""SageMaker PyTorch serving handler for CoLA classifiers exported by `python -m cola_bert.export`.
+
+This file is copied verbatim into the artifact as ``code/inference.py``. It must stay standalone: it imports torch,
+``tokenizers`` and the standard library only (``transformers`` lazily for the Hugging Face fallback, ``onnxruntime``
+lazily for ONNX artifacts) and nothing from the training code. Python 3.8 syntax.
+
+Contract (SageMaker PyTorch inference toolkit): ``model_fn(model_dir)``, ``input_fn(body, content_type)``,
+``predict_fn(data, model)``, ``output_fn(prediction, accept)``.
+
+Requests
+    ``application/json``: ``"a sentence"``, ``["s1", "s2"]`` or ``{"inputs": "s" | ["s1", ...],
+    "parameters": {"return_logits": true}}``; ``text/plain``: one sentence per line; ``text/csv``: one sentence per
+    row (quote sentences that contain commas).
+Responses
+    ``application/json`` (default): one object per sentence, in request order:
+    ``{"label": 1, "label_name": "acceptable", "score": 0.93, "probabilities": [0.07, 0.93]}``
+    (plus ``"logits"`` when ``parameters.return_logits`` is true).
+    ``application/x-logits+json``: the raw logits, ``[[l0, l1], ...]`` (what the original blog-post endpoint returned).
+Client mistakes raise ``RequestError`` (4xx). When ``sagemaker_inference`` is importable it derives from its
+``GenericInferenceToolkitError`` so the container keeps the status code; otherwise from a local class with the same
+attributes (``status_code``, ``message``).
+
+Environment: ``COLA_MAX_SENTENCES`` (default 1000) caps sentences per request, ``COLA_BATCH_SIZE`` (default 32) is
+the chunk size of one forward pass, ``COLA_DEVICE`` forces ``cpu``/``cuda``, ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``
+is the response type when the request has no Accept (or ``*/*``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+FORMATS = ("torchscript", "torch_export", "onnx")
+
+JSON_TYPE = "application/json"
+CSV_TYPE = "text/csv"
+TEXT_TYPE = "text/plain"
+LOGITS_TYPE = "application/x-logits+json"
+CONTENT_TYPES = (JSON_TYPE, TEXT_TYPE, CSV_TYPE)
+ACCEPT_TYPES = (JSON_TYPE, LOGITS_TYPE)
+
+MAX_SENTENCES_ENV = "COLA_MAX_SENTENCES"
+DEFAULT_MAX_SENTENCES = 1000
+BATCH_SIZE_ENV = "COLA_BATCH_SIZE"
+DEFAULT_BATCH_SIZE = 32
+DEVICE_ENV = "COLA_DEVICE"
+DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+EIA_PRESENT_ENV = "SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"
+
+_HASH_CHUNK = 1 << 20
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# --------------------------------------------------------------------------------------------------------- errors
+class LocalInferenceError(Exception):
+    """Stand-in for ``sagemaker_inference.errors.GenericInferenceToolkitError`` outside SageMaker's containers."""
+
+    def __init__(self, status_code: int, message: Optional[str] = None, phrase: Optional[str] = None):
+        self.status_code = int(status_code)
+        self.message = message or "Invalid Request"
+        self.phrase = phrase or self.message
+        super().__init__(self.status_code, self.message, self.phrase)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+try:  # SageMaker's containers return the status of this exception type; anything else becomes a 500.
+    from sagemaker_inference.errors import GenericInferenceToolkitError as _ToolkitErrorBase
+
+    TOOLKIT_ERRORS = True
+except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
+    _ToolkitErrorBase = LocalInferenceError  # type: ignore[misc,assignment]
+    TOOLKIT_ERRORS = False
+
+
+class RequestError(_ToolkitErrorBase):  # type: ignore[misc,valid-type]
+    """A client mistake: ``status_code`` is a 4xx and ``message`` says what was wrong and what to send instead."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(status_code, message, message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ArtifactError(RuntimeError):
+    """The model artifact is missing, incomplete, corrupt or was modified; the message names the file."""
+
+
+# ------------------------------------------------------------------------------------------- artifact integrity
+def sha256_file(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(model_dir: PathLike) -> Dict[str, Any]:
+    path = Path(model_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(
+            "{} has no {}: it is not an artifact written by `python -m cola_bert.export` (or it was unpacked "
+            "incompletely). Export the trained model with `python -m cola_bert.export model_dir=RUN/model "
+            "output_dir=OUT` and deploy OUT/model.tar.gz.".format(model_dir, MANIFEST_NAME)
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ArtifactError("{} is not valid JSON ({}): the artifact is corrupt; re-export it.".format(path, err))
+    if not isinstance(manifest, dict):
+        raise ArtifactError("{} does not hold a JSON object: the artifact is corrupt; re-export it.".format(path))
+    missing = [key for key in ("format", "model_file", "max_length", "label_names", "files") if key not in manifest]
+    if missing:
+        raise ArtifactError("{} lacks {}: the artifact is corrupt or too old; re-export it.".format(path, missing))
+    if manifest["format"] not in FORMATS:
+        raise ArtifactError(
+            "{} names format {!r}; this handler serves {}.".format(path, manifest["format"], ", ".join(FORMATS))
+        )
+    return manifest
+
+
+def _safe_relpath(rel: str) -> bool:
+    parts = Path(rel).parts
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
+
+
+def verify_artifact(model_dir: PathLike) -> Dict[str, Any]:
+    """Check every file listed in the manifest against its sha256; return the manifest.
+
+    A missing, truncated or modified file raises ``ArtifactError`` naming it. Files under ``code/`` only warn: SageMaker
+    may legitimately repack ``code/`` (``PyTorchModel(entry_point=..., source_dir=...)``), and the running handler
+    checking its own hash would prove nothing.
+    """
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    files = manifest["files"]
+    if not isinstance(files, dict) or manifest["model_file"] not in files:
+        raise ArtifactError(
+            "{}: `files` does not list the model file {!r}; the artifact is corrupt; re-export it.".format(
+                model_dir / MANIFEST_NAME, manifest["model_file"]
+            )
+        )
+    for rel, expected in sorted(files.items()):
+        if not _safe_relpath(rel):
+            raise ArtifactError("{} lists an unsafe path {!r}; refusing the artifact.".format(MANIFEST_NAME, rel))
+        path = model_dir / rel
+        is_code = Path(rel).parts[0] == "code"
+        if not path.is_file():
+            if is_code:
+                logger.warning("artifact file %s listed in the manifest is missing (SageMaker repack?)", rel)
+                continue
+            raise ArtifactError(
+                "Artifact file {} is missing from {} (the manifest lists it): the artifact is incomplete or was "
+                "unpacked partially; re-export or re-upload model.tar.gz.".format(rel, model_dir)
+            )
+        actual = sha256_file(path)
+        if actual != expected:
+            if is_code:
+                logger.warning("%s differs from the exported version (sha256 %s, manifest %s)", rel, actual, expected)
+                continue
+            raise ArtifactError(
+                "Artifact file {} is corrupt or was modified: its sha256 is {} ({} bytes) but the manifest records "
+                "{}. The file was truncated or tampered with; re-export the model or re-upload model.tar.gz.".format(
+                    rel, actual, path.stat().st_size, expected
+                )
+            )
+    return manifest
+
+
+def extract_tarball(tar_path: PathLike, dest: PathLike) -> Path:
+    """Unpack a ``model.tar.gz`` safely (no absolute paths, ``..``, links or devices) into ``dest``."""
+    tar_path, dest = Path(tar_path), Path(dest)
+    if not tar_path.is_file():
+        raise ArtifactError("{} does not exist or is not a file.".format(tar_path))
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:*") as archive:
+            members = archive.getmembers()
+            for member in members:
+                if not _safe_relpath(member.name) or not (member.isfile() or member.isdir()):
+                    raise ArtifactError(
+                        "{} contains {!r}, which is not a plain file or directory inside the archive; refusing "
+                        "to unpack it.".format(tar_path, member.name)
+                    )
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.8.17 / 3.11.4
+                archive.extractall(dest, members=members)
+    except ArtifactError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise ArtifactError(
+            "{} is not a readable .tar.gz archive ({}: {}); it is truncated or corrupt. Download or export it "
+            "again.".format(tar_path, type(err).__name__, err)
+        )
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------------- runners
+def _grad_context():
+    inference_mode = getattr(torch, "inference_mode", None)  # torch >= 1.9
+    return inference_mode() if inference_mode is not None else torch.no_grad()
+
+
+def _torcheia():
+    try:
+        import torcheia  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return torcheia
+
+
+class Runner(object):
+    """``runner(input_ids, attention_mask) -> logits`` (float32, CPU) for int64 ``[batch, seq]`` inputs."""
+
+    backend = "base"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TorchModuleRunner(Runner):
+    """A TorchScript module, a ``torch.export`` program's module, or a Hugging Face model."""
+
+    def __init__(self, module: Any, device: torch.device, backend: str, eia: Optional[str] = None):
+        super().__init__(device)
+        self.module = module
+        self.backend = backend
+        self.eia = eia  # "attach_eia" (torch 1.5.1 + torcheia), "target_device" (torch 1.3.1) or None
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.backend == "huggingface":
+            out = self.module(input_ids=input_ids, attention_mask=attention_mask)
+            return out[0] if isinstance(out, (tuple, list)) else out.logits
+        return self.module(input_ids, attention_mask)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        with _grad_context():
+            if self.eia == "attach_eia":
+                with torch.jit.optimized_execution(True):
+                    logits = self._forward(input_ids, attention_mask)
+            elif self.eia == "target_device":
+                with torch.jit.optimized_execution(True, {"target_device": "eia:0"}):
+                    logits = self._forward(input_ids, attention_mask)
+            else:
+                logits = self._forward(input_ids, attention_mask)
+        return logits.detach().float().cpu()
+
+
+class OnnxRunner(Runner):
+    backend = "onnx"
+
+    def __init__(self, session: Any, device: torch.device):
+        super().__init__(device)
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_name = session.get_outputs()[0].name
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        out = self.session.run([self.output_name], {name: feeds[name] for name in self.input_names})[0]
+        return torch.from_numpy(out).float()
+
+
+def pick_device() -> torch.device:
+    forced = os.environ.get(DEVICE_ENV)
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_runner(path: PathLike, fmt: str, device: Optional[torch.device] = None) -> Runner:
+    """Load an exported model file (``model.pt``, ``model.pt2`` or ``model.onnx``) as a ``Runner``."""
+    device = device or pick_device()
+    path = str(path)
+    if fmt == "torchscript":
+        module = torch.jit.load(path, map_location=device)
+        module.eval()
+        eia = None
+        torcheia = _torcheia()
+        if torcheia is not None:  # Elastic Inference container (torch 1.5.1)
+            module = torcheia.jit.attach_eia(module, 0)
+            eia = "attach_eia"
+        elif os.environ.get(EIA_PRESENT_ENV) == "true":  # torch 1.3.1 EI container
+            eia = "target_device"
+        return TorchModuleRunner(module, device, "torchscript", eia=eia)
+    if fmt == "torch_export":
+        program = torch.export.load(path)
+        module = program.module()
+        if device.type != "cpu":
+            module = module.to(device)
+        return TorchModuleRunner(module, device, "torch_export")
+    if fmt == "onnx":
+        import onnxruntime
+
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        session = onnxruntime.InferenceSession(path, providers=providers)
+        return OnnxRunner(session, device)
+    raise ArtifactError("unknown model format {!r}; expected one of {}".format(fmt, ", ".join(FORMATS)))
+
+
+def load_hf_runner(model_dir: PathLike, device: Optional[torch.device] = None) -> Runner:
+    """The fallback: the Hugging Face weights (config.json + model.safetensors) shipped beside the exported file."""
+    device = device or pick_device()
+    try:
+        from transformers import AutoModelForSequenceClassification
+    except ImportError as err:
+        raise ArtifactError(
+            "The Hugging Face fallback needs `transformers`, which is not importable here ({}). Add a transformers "
+            "version compatible with this container's torch to code/requirements.txt.".format(err)
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    model.eval().to(device)
+    return TorchModuleRunner(model, device, "huggingface")
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+class ColaModel(object):
+    """What ``model_fn`` returns: the runner, the tokenizer and the manifest's settings."""
+
+    def __init__(self, runner: Runner, tokenizer: Any, manifest: Dict[str, Any], model_dir: Path):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        self.model_dir = model_dir
+        self.label_names = [str(name) for name in manifest["label_names"]]
+        self.max_length = int(manifest["max_length"])
+        tok = manifest.get("tokenizer") or {}
+        self.pad_token_id = int(tok.get("pad_token_id", 0))
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    def encode(self, sentences: Sequence[str]) -> List[List[int]]:
+        """Token ids with special tokens, truncated at ``max_length`` (no padding)."""
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(sentences))]
+
+    def logits(self, sentences: Sequence[str], batch_size: Optional[int] = None) -> torch.Tensor:
+        """Logits ``[len(sentences), num_labels]`` in input order; chunks of similar length, padded per chunk."""
+        batch_size = batch_size or _env_int(BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE)
+        ids = self.encode(sentences)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.empty((len(ids), len(self.label_names)), dtype=torch.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # int64: SDPA traces need it
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                attention_mask[row, : len(ids[i])] = 1
+            out[torch.tensor(chunk, dtype=torch.long)] = self.runner(input_ids, attention_mask)
+        return out
+
+
+def load_tokenizer(model_dir: Path, manifest: Dict[str, Any]) -> Any:
+    from tokenizers import Tokenizer
+
+    name = (manifest.get("tokenizer") or {}).get("file", "tokenizer.json")
+    path = model_dir / name
+    if not path.is_file():
+        raise ArtifactError("{} is missing: the artifact has no fast-tokenizer file; re-export it.".format(path))
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()  # padding is per chunk, to the chunk's longest sentence
+    tokenizer.enable_truncation(max_length=int(manifest["max_length"]))
+    return tokenizer
+
+
+def load_artifact(
+    model_dir: PathLike, device: Optional[torch.device] = None, verify: bool = True
+) -> ColaModel:
+    """Load an exported artifact directory: verify hashes, load the exported model and the tokenizer.
+
+    When the exported file cannot be loaded or run here (e.g. TorchScript written by a newer torch), fall back to the
+    Hugging Face weights in the same directory and log why.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactError("{} is not a directory.".format(model_dir))
+    manifest = verify_artifact(model_dir) if verify else read_manifest(model_dir)
+    device = device or pick_device()
+    tokenizer = load_tokenizer(model_dir, manifest)
+    model_path = model_dir / manifest["model_file"]
+    try:
+        runner = load_runner(model_path, manifest["format"], device)
+        model = ColaModel(runner, tokenizer, manifest, model_dir)
+        _warm_up(model)
+    except ArtifactError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any load/run failure of the exported file triggers the fallback
+        logger.warning(
+            "Cannot use %s (%s: %s) with torch %s; falling back to the Hugging Face weights in %s",
+            model_path.name, type(err).__name__, err, torch.__version__, model_dir,
+        )
+        if not (model_dir / "config.json").is_file():
+            raise ArtifactError(
+                "{} cannot be loaded ({}: {}) and the artifact has no config.json for the Hugging Face "
+                "fallback.".format(model_path, type(err).__name__, err)
+            )
+        model = ColaModel(load_hf_runner(model_dir, device), tokenizer, manifest, model_dir)
+        _warm_up(model)
+    logger.info("loaded %s model from %s on %s", model.backend, model_dir, device)
+    return model
+
+
+def _warm_up(model: ColaModel) -> None:
+    logits = model.logits(["Warm-up sentence.", "Another one, a little longer than the first."])
+    if tuple(logits.shape) != (2, len(model.label_names)):
+        raise ArtifactError(
+            "the model returns logits of shape {} but the manifest lists {} labels".format(
+                tuple(logits.shape), len(model.label_names)
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------------- request parsing
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        logger.warning("ignoring %s=%r (not an integer); using %d", name, raw, default)
+        return default
+    if value < 1:
+        logger.warning("ignoring %s=%r (must be >= 1); using %d", name, raw, default)
+        return default
+    return value
+
+
+def _media_type(header: Optional[str]) -> Tuple[str, Dict[str, str]]:
+    """``"Text/Plain; charset=UTF-8"`` → ``("text/plain", {"charset": "UTF-8"})``."""
+    if not header:
+        return "", {}
+    parts = [part.strip() for part in str(header).split(";")]
+    params = {}
+    for part in parts[1:]:
+        if "=" in part:
+            key, _, value = part.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+    return parts[0].lower(), params
+
+
+def _decode(body: Any, charset: Optional[str]) -> str:
+    if isinstance(body, str):
+        return body[1:] if body.startswith("\ufeff") else body
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    if not isinstance(body, bytes):
+        raise RequestError(400, "Unreadable request body of type {}.".format(type(body).__name__))
+    encoding = charset or "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise RequestError(415, "Unknown charset {!r} in Content-Type; send UTF-8.".format(encoding))
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise RequestError(400, "The request body is not valid {} text ({}).".format(encoding, err))
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_sentences(sentences: List[Any], where: str) -> List[str]:
+    if not sentences:
+        raise RequestError(400, "No sentences in the request ({}). Send at least one non-empty sentence.".format(where))
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise RequestError(
+                400,
+                "Item {} of the input is {} ({}), not a string. Send sentences as JSON strings, e.g. "
+                '["The cat sat.", "Cat the sat."].'.format(index, type(sentence).__name__, _short(sentence)),
+            )
+        if not sentence.strip():
+            raise RequestError(400, "Sentence {} is empty. Every sentence must contain some text.".format(index))
+        try:
+            sentence.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(400, "Sentence {} is not valid Unicode (it has a lone surrogate).".format(index))
+    limit = _env_int(MAX_SENTENCES_ENV, DEFAULT_MAX_SENTENCES)
+    if len(sentences) > limit:
+        raise RequestError(
+            413,
+            "Too many sentences: {} in one request, the limit is {} ({}). Split the input into several "
+            "requests.".format(len(sentences), limit, MAX_SENTENCES_ENV),
+        )
+    return sentences
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_json(text: str) -> Dict[str, Any]:
+    if not text.strip():
+        raise RequestError(400, "Empty request body. Send a JSON string, a list of strings or {\"inputs\": [...]}.")
+    try:
+        payload = json.loads(text)
+    except ValueError as err:
+        raise RequestError(
+            400,
+            "Invalid JSON ({}). Send a JSON string, a list of strings or {{\"inputs\": [...]}} with Content-Type "
+            "application/json; for raw sentences use text/plain.".format(err),
+        )
+    return_logits = False
+    if isinstance(payload, dict):
+        unknown = sorted(set(payload) - {"inputs", "parameters"})
+        if "inputs" not in payload or unknown:
+            raise RequestError(
+                400,
+                'A JSON object must look like {{"inputs": "sentence" | ["s1", ...], "parameters": '
+                '{{"return_logits": false}}}}; got keys {}.'.format(sorted(payload)),
+            )
+        params = payload.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise RequestError(400, '"parameters" must be a JSON object, got {}.'.format(type(params).__name__))
+        unknown = sorted(set(params) - {"return_logits"})
+        if unknown:
+            raise RequestError(400, "Unknown parameter(s) {}; supported: return_logits.".format(unknown))
+        return_logits = params.get("return_logits", False)
+        if not isinstance(return_logits, bool):
+            raise RequestError(400, '"parameters.return_logits" must be true or false.')
+        payload = payload["inputs"]
+    if isinstance(payload, str):
+        sentences = [payload]
+    elif isinstance(payload, list):
+        sentences = payload
+    else:
+        raise RequestError(
+            400,
+            "The JSON input is {} ({}); send a string, a list of strings or {{\"inputs\": [...]}}.".format(
+                type(payload).__name__, _short(payload)
+            ),
+        )
+    return {"sentences": _check_sentences(sentences, "JSON"), "return_logits": return_logits}
+
+
+def _parse_text(text: str) -> Dict[str, Any]:
+    # Only \n, \r\n and \r end a line (str.splitlines would also split at U+2028 and friends inside a sentence).
+    sentences = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
+    return {"sentences": _check_sentences(sentences, "text/plain, one sentence per line"), "return_logits": False}
+
+
+def _parse_csv(text: str) -> Dict[str, Any]:
+    sentences = []
+    try:
+        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 1:
+                raise RequestError(
+                    400,
+                    "CSV row {} has {} columns; send one sentence per row and quote sentences that contain "
+                    'commas ("like, this").'.format(number, len(row)),
+                )
+            sentences.append(row[0].strip())
+    except csv.Error as err:
+        raise RequestError(400, "Invalid CSV ({}).".format(err))
+    return {"sentences": _check_sentences(sentences, "text/csv, one sentence per row"), "return_logits": False}
+
+
+# ---------------------------------------------------------------------------------------- SageMaker handler API
+def model_fn(model_dir):
+    """Load the exported model (verified against its manifest) and the tokenizer."""
+    return load_artifact(model_dir)
+
+
+def input_fn(request_body, request_content_type):
+    """Parse a request into ``{"sentences": [...], "return_logits": bool}``; never unpickles anything."""
+    media, params = _media_type(request_content_type)
+    if media not in CONTENT_TYPES:
+        raise RequestError(
+            415,
+            "Unsupported Content-Type {!r}; send {}.".format(request_content_type, ", ".join(CONTENT_TYPES)),
+        )
+    if request_body is None:
+        raise RequestError(400, "Empty request body.")
+    text = _decode(request_body, params.get("charset"))
+    if media == JSON_TYPE:
+        return _parse_json(text)
+    if not text.strip():
+        raise RequestError(400, "Empty request body. Send one sentence per {}.".format(
+            "line" if media == TEXT_TYPE else "row"))
+    if media == TEXT_TYPE:
+        return _parse_text(text)
+    return _parse_csv(text)
+
+
+def predict_fn(input_data, model):
+    """Run the classifier over ``input_data["sentences"]`` in chunks; returns logits and probabilities."""
+    if isinstance(input_data, str):
+        input_data = {"sentences": [input_data]}
+    elif isinstance(input_data, (list, tuple)):
+        input_data = {"sentences": list(input_data)}
+    sentences = _check_sentences(list(input_data["sentences"]), "predict_fn")
+    logits = model.logits(sentences)
+    return {
+        "logits": logits,
+        "probabilities": torch.softmax(logits, dim=-1),
+        "label_names": model.label_names,
+        "return_logits": bool(input_data.get("return_logits", False)),
+    }
+
+
+def select_accept(accept: Optional[str]) -> str:
+    """The response media type for an Accept header (first supported entry; ``*/*`` → the default)."""
+    default = os.environ.get(DEFAULT_ACCEPT_ENV) or JSON_TYPE
+    if not accept or not str(accept).strip():
+        accept = default
+    for entry in str(accept).split(","):
+        media, _ = _media_type(entry)
+        if media in ("*/*", "application/*"):
+            media = _media_type(default)[0] if media == "*/*" else JSON_TYPE
+        if media in ACCEPT_TYPES:
+            return media
+    raise RequestError(406, "Unsupported Accept {!r}; ask for {}.".format(accept, ", ".join(ACCEPT_TYPES)))
+
+
+def output_fn(prediction, accept):
+    """Serialise to JSON; returns ``(body, content_type)`` as the inference toolkit allows."""
+    media = select_accept(accept)
+    logits = prediction["logits"].tolist()
+    if media == LOGITS_TYPE:
+        return json.dumps(logits), LOGITS_TYPE
+    names = prediction["label_names"]
+    rows = []
+    for row_logits, probs in zip(logits, prediction["probabilities"].tolist()):
+        label = max(range(len(probs)), key=probs.__getitem__)
+        row = {
+            "label": label,
+            "label_name": names[label] if label < len(names) else str(label),
+            "score": probs[label],
+            "probabilities": probs,
+        }
+        if prediction.get("return_logits"):
+            row["logits"] = row_logits
+        rows.append(row)
+    return json.dumps(rows, ensure_ascii=False), JSON_TYPE
+
+
+def transform(model: ColaModel, body: Any, content_type: Optional[str], accept: Optional[str]) -> Tuple[str, str]:
+    """input_fn → predict_fn → output_fn, as the toolkit chains them (used by the local endpoint and tests)."""
+    return output_fn(predict_fn(input_fn(body, content_type), model), accept)
+
+
+__all__ = [
+    "ArtifactError", "ColaModel", "LocalInferenceError", "RequestError", "Runner", "extract_tarball",
+    "input_fn", "load_artifact", "load_hf_runner", "load_runner", "model_fn", "output_fn", "predict_fn",
+    "read_manifest", "select_accept", "sha256_file", "transform", "verify_artifact",
+]
