@@ -164,7 +164,7 @@ def test_service_specific_endpoint_only_redirects_that_service(clean_env, monkey
 
 
 def test_telemetry_is_opted_out(moto_env, monkeypatch):
-    import sagemaker
+    sagemaker = aws.import_sagemaker()
     from sagemaker.config.config_schema import TELEMETRY_OPT_OUT_PATH
     from sagemaker.telemetry import telemetry_logging
     from sagemaker.telemetry.constants import Feature

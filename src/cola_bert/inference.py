@@ -34,7 +34,9 @@ import io
 import json
 import logging
 import os
+import posixpath
 import tarfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -140,6 +142,14 @@ def _safe_relpath(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
 
 
+def _safe_member(member: tarfile.TarInfo) -> bool:
+    """A plain file or directory that stays inside the destination (``./x`` and ``.`` are fine)."""
+    name = posixpath.normpath(member.name.replace("\\", "/"))
+    if name == ".":
+        return member.isdir()
+    return (member.isfile() or member.isdir()) and _safe_relpath(name)
+
+
 def verify_artifact(model_dir: PathLike) -> Dict[str, Any]:
     """Check every file listed in the manifest against its sha256; return the manifest.
 
@@ -193,7 +203,7 @@ def extract_tarball(tar_path: PathLike, dest: PathLike) -> Path:
         with tarfile.open(tar_path, "r:*") as archive:
             members = archive.getmembers()
             for member in members:
-                if not _safe_relpath(member.name) or not (member.isfile() or member.isdir()):
+                if not _safe_member(member):
                     raise ArtifactError(
                         "{} contains {!r}, which is not a plain file or directory inside the archive; refusing "
                         "to unpack it.".format(tar_path, member.name)
@@ -295,7 +305,9 @@ def load_runner(path: PathLike, fmt: str, device: Optional[torch.device] = None)
     device = device or pick_device()
     path = str(path)
     if fmt == "torchscript":
-        module = torch.jit.load(path, map_location=device)
+        with warnings.catch_warnings():  # torch >= 2.9 marks torch.jit deprecated; loading is still supported
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location=device)
         module.eval()
         eia = None
         torcheia = _torcheia()

@@ -48,7 +48,8 @@ class CoLAClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.label_names = list(label_names)
         num_labels = len(self.label_names)
-        self.model = load_model(pretrained, self.label_names, tiny=tiny)
+        # from_pretrained returns the model in eval mode; fine-tuning wants dropout on.
+        self.model = load_model(pretrained, self.label_names, tiny=tiny).train()
 
         self.train_loss = MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()

@@ -7,6 +7,7 @@ Returns the metric named by `optimized_metric` so Hydra sweepers (grid or Optuna
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -144,10 +145,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if best and not Path(best).is_file():
         best = None
-    # Score (and save) the best weights, not the last ones.
+    # Score (and save) the best weights, not the last ones. Loading that checkpoint also restores callback
+    # state, which would roll the epoch history back to the best epoch: keep the full history of the fit.
+    fit_history = copy.deepcopy(summary.state_dict())
     metrics = _scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
     if datamodule.has_test:
         metrics.update(_scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
+    summary.load_state_dict(fit_history)
     if trainer.is_global_zero:
         return write_run_outputs(cfg, trainer, module, datamodule, summary, metrics)
     return metrics
