@@ -27,10 +27,12 @@ def format_epoch_line(epoch: int, metrics: dict[str, float]) -> str:
 
 
 class EpochSummary(pl.Callback):
-    """Records each epoch's metrics and samples/s, and prints them as one `key=value` line from rank 0."""
+    """Records each epoch's metrics and samples/s, and prints them as one `key=value` line from rank 0
+    (plus a `step=... train_loss=...` line every `print_every_n_steps` steps when that is > 0)."""
 
-    def __init__(self, print_line: bool = True):
+    def __init__(self, print_line: bool = True, print_every_n_steps: int = 0):
         self.print_line = print_line
+        self.print_every_n_steps = print_every_n_steps
         self.history: list[dict[str, float]] = []
         self._samples = 0
         self._seconds = 0.0
@@ -47,6 +49,10 @@ class EpochSummary(pl.Callback):
         self._epoch_seconds += now - self._tick
         self._epoch_samples += int(batch["labels"].numel()) * trainer.world_size
         self._tick = now
+        step = trainer.global_step
+        if self.print_every_n_steps and step % self.print_every_n_steps == 0 and trainer.is_global_zero:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            print(f"step={step} epoch={trainer.current_epoch} train_loss_step={float(loss):.6f}", flush=True)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._val_started = time.perf_counter()

@@ -74,15 +74,23 @@ def _write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def save_model_dir(module: pl.LightningModule, tokenizer: Any, target: Path) -> None:
-    """`save_pretrained` model + tokenizer into a temp dir, then swap it into place."""
+    """`save_pretrained` model + tokenizer into a temp dir, then move it into place.
+
+    An existing target (e.g. SageMaker's mounted SM_MODEL_DIR, which cannot be replaced) is filled file by file.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         module.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        for item in tmp.iterdir():
+            dest = target / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -106,7 +114,7 @@ def write_run_outputs(
         "history": summary.history,
     }
     if cfg.get("save_model", True):
-        save_model_dir(module, datamodule.tokenizer, out / "model")
+        save_model_dir(module, datamodule.tokenizer, Path(cfg.paths.get("model_dir") or out / "model"))
     if summary.history:
         plots.learning_curves(summary.history, out / "plots" / "learning_curves.png")
     confusion = getattr(module, "last_confusion", None)
@@ -130,7 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Plain containers (not DictConfig) so checkpoints hold only plain hyperparameters.
     datamodule = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="all")
-    summary = EpochSummary()
+    summary = EpochSummary(print_every_n_steps=cfg.get("print_every_n_steps", 0))
     callbacks = [summary, *_instantiate_all(cfg.get("callbacks"))]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
