@@ -87,7 +87,8 @@ def api_calls(monkeypatch):
 def _client_error(code: str, message: str, operation: str, status: int = 400):
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, operation)
 
 
 # ------------------------------------------------------------------------------------------------------------ region
@@ -206,9 +207,8 @@ def test_importing_sdk_and_building_a_session_prints_nothing(clean_env):
     env = {k: v for k, v in os.environ.items() if k != "SAGEMAKER_SUPPRESS_V2_WARNING"}
     env["AWS_REGION"] = REGION
     code = "from launch import aws; aws.import_sagemaker(); aws.sagemaker_session({})"
-    proc = subprocess.run(
-        [sys.executable, "-W", "default", "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    cmd = [sys.executable, "-W", "default", "-c", code]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr == ""
@@ -328,7 +328,10 @@ def test_unreachable_endpoint(clean_env, monkeypatch):
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (("AccessDenied", "Access Denied", "PutObject", 403), ["Access to S3 was denied (PutObject", "aws.bucket=<name>"]),
+        (
+            ("AccessDenied", "Access Denied", "PutObject", 403),
+            ["Access to S3 was denied (PutObject", "aws.bucket=<name>"],
+        ),
         (("403", "Forbidden", "HeadBucket", 403), ["Access to S3 was denied (HeadBucket", "s3:ListBucket"]),
         (("AccessDeniedException", "no", "CreateModel", 400), ["Access denied calling CreateModel", "iam:PassRole"]),
         (
@@ -337,7 +340,10 @@ def test_unreachable_endpoint(clean_env, monkeypatch):
         ),
         (("ExpiredTokenException", "expired", "CreateEndpoint", 400), ["AWS rejected your credentials", "AWS_PROFILE"]),
         (("ResourceLimitExceeded", "quota", "CreateEndpoint", 400), ["quota", "Service Quotas"]),
-        (("InternalFailure", "boom", "DescribeEndpoint", 500), ["AWS call DescribeEndpoint failed while deploying (InternalFailure: boom)."]),
+        (
+            ("InternalFailure", "boom", "DescribeEndpoint", 500),
+            ["AWS call DescribeEndpoint failed while deploying (InternalFailure: boom)."],
+        ),
     ],
 )
 def test_client_errors_become_paragraphs(error, expected):

@@ -114,7 +114,8 @@ def queue_answers(moto_env):
     def _queue(body=ANSWERS, content_type="application/json"):
         raw = body if isinstance(body, str) else json.dumps(body)
         payload = {"results": [{"Body": raw, "ContentType": content_type}]}
-        requests.post(f"{moto_env}/moto-api/static/sagemaker/endpoint-results", json=payload, timeout=10).raise_for_status()
+        url = f"{moto_env}/moto-api/static/sagemaker/endpoint-results"
+        requests.post(url, json=payload, timeout=10).raise_for_status()
 
     return _queue
 
@@ -345,7 +346,11 @@ def test_unknown_framework_version_fails_before_any_aws_call(overrides, fragment
     [
         ("cpu", "pytorch-inference:2.6.0-cpu-py312", {"instance": "1 x ml.c5.large"}),
         ("gpu", "pytorch-inference:2.6.0-gpu-py312", {"instance": "1 x ml.g5.xlarge"}),
-        ("serverless", "pytorch-inference:2.6.0-cpu-py312", {"serverless": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}}),
+        (
+            "serverless",
+            "pytorch-inference:2.6.0-cpu-py312",
+            {"serverless": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}},
+        ),
         (
             "elastic_inference",
             "pytorch-inference-eia:1.5.1-cpu-py3",
@@ -353,7 +358,9 @@ def test_unknown_framework_version_fails_before_any_aws_call(overrides, fragment
         ),
     ],
 )
-def test_dry_run_prints_plan_and_makes_no_aws_call(option, image, resources, archive, region_only, api_calls, no_http, capsys):
+def test_dry_run_prints_plan_and_makes_no_aws_call(
+    option, image, resources, archive, region_only, api_calls, no_http, capsys
+):
     cfg = cfg_for(f"deploy={option}", f"model_data={archive}", "dry_run=true", "endpoint_name=my-endpoint")
     result = deploy.execute(cfg)
     assert api_only(api_calls) == []
@@ -471,7 +478,8 @@ def test_deploy_serverless(archive, moto_env, queue_answers, api_calls):
 
 def test_deploy_elastic_inference(archive, moto_env, queue_answers, api_calls):
     queue_answers()
-    name = deploy.execute(cfg_for("deploy=elastic_inference", f"model_data={archive}", f"aws.role={ROLE}"))["endpoint_name"]
+    cfg = cfg_for("deploy=elastic_inference", f"model_data={archive}", f"aws.role={ROLE}")
+    name = deploy.execute(cfg)["endpoint_name"]
     model, config, _ = _describe(name)
     assert model["PrimaryContainer"]["Image"] == f"{ECR}/pytorch-inference-eia:1.5.1-cpu-py3"
     (variant,) = config["ProductionVariants"]
@@ -501,7 +509,8 @@ def test_deploy_s3_model_data_reads_manifest_and_is_not_reuploaded(tmp_path, mot
     api_calls.clear()
     queue_answers()
     uri = "s3://models-bucket/runs/7/model.tar.gz"
-    result = deploy.execute(cfg_for(f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3", "aws.bucket=models-bucket"))
+    cfg = cfg_for(f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3", "aws.bucket=models-bucket")
+    result = deploy.execute(cfg)
     assert result["image_uri"] == f"{ECR}/pytorch-inference:2.3.0-cpu-py311"  # from the S3 archive's manifest
     (create_model,) = ops(api_calls, "CreateModel")
     assert create_model["PrimaryContainer"]["ModelDataUrl"] == uri
@@ -573,6 +582,7 @@ def test_training_job_not_found(moto_env):
         deploy.execute(cfg_for("training_job=nope", f"aws.role={ROLE}"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 def test_real_export_archive(tiny_model_dir, tmp_path, region_only, no_http):
     """The archive cola_bert.export writes passes inspection and plans; its manifest is near the start."""
     import torch
@@ -672,7 +682,9 @@ def test_no_credentials(archive, region_only):
     with pytest.raises(LaunchError) as info:
         deploy.execute(cfg_for(f"model_data={archive}", f"aws.role={ROLE}"))
     text = str(info.value)
-    assert text.startswith("No usable AWS credentials were found while finding or creating the default SageMaker bucket")
+    assert text.startswith(
+        "No usable AWS credentials were found while finding or creating the default SageMaker bucket"
+    )
     assert "AWS_PROFILE" in text
 
 
@@ -753,7 +765,8 @@ def _run_cli(args: list[str], env_extra: dict[str, str], clean_env) -> subproces
 
 
 def test_cli_dry_run_output_is_clean(archive, clean_env):
-    proc = _run_cli([f"model_data={archive}", "dry_run=true", "endpoint_name=cli-ep"], {"AWS_REGION": REGION}, clean_env)
+    args = [f"model_data={archive}", "dry_run=true", "endpoint_name=cli-ep"]
+    proc = _run_cli(args, {"AWS_REGION": REGION}, clean_env)
     assert proc.returncode == 0, proc.stderr
     assert f"{ECR}/pytorch-inference:2.6.0-cpu-py312" in proc.stdout
     assert "Dry run: no AWS call was made" in proc.stdout
