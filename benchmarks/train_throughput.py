@@ -175,8 +175,7 @@ def main() -> None:
         "",
         f"- Machine: {machine()}",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Command: `python benchmarks/train_throughput.py --steps {args.steps} --rounds {args.rounds}"
-        + (" --full" if args.full else "") + " --write`",
+        f"- Command: `python benchmarks/train_throughput.py {' '.join(sys.argv[1:])}`",
         f"- Throughput: {args.steps} optimizer steps of batch {BATCH_SIZE} on CoLA in_domain_train, lr {HF_LR}, "
         f"median of {args.rounds} interleaved rounds (fresh process each).",
         "",
