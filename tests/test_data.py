@@ -150,6 +150,18 @@ def test_download_writes_through_temp_file_and_verifies(cola_archive, tmp_path, 
     assert not list((tmp_path / "data").glob("*.part"))
 
 
+def test_a_corrupt_download_is_refused_and_removed(cola_archive, tmp_path, monkeypatch):
+    payload = cola_archive.read_bytes()[:5000]
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+    monkeypatch.setattr(archive_mod.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+    with pytest.raises(ArchiveError, match="expected " + SHA):
+        ensure_cola(tmp_path / "data", URL, SHA)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_zip_without_cola_layout_is_refused(tmp_path):
     fake = tmp_path / "fake.zip"
     with zipfile.ZipFile(fake, "w") as zf:

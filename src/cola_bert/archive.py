@@ -89,6 +89,7 @@ def ensure_cola(data_dir: Path, url: str, sha256: str, archive: str | os.PathLik
     if stamp.is_file() and stamp.read_text().strip() == sha256.lower():
         return extracted
 
+    downloaded = False
     if archive is not None:
         source = Path(archive).expanduser()
         if not source.is_file():
@@ -98,6 +99,7 @@ def ensure_cola(data_dir: Path, url: str, sha256: str, archive: str | os.PathLik
         if not source.is_file():
             try:
                 download(url, source)
+                downloaded = True
             except (urllib.error.URLError, OSError, TimeoutError) as err:
                 raise ArchiveError(
                     f"The CoLA archive is not in {data_dir} and could not be downloaded from {url} ({err}). "
@@ -105,7 +107,12 @@ def ensure_cola(data_dir: Path, url: str, sha256: str, archive: str | os.PathLik
                     f"{source}, or pass its location with data.archive=/path/to/{ARCHIVE_NAME}; you can also "
                     "train on your own files with data.train_file=... data.val_file=...."
                 ) from err
-    verify(source, sha256)
+    try:
+        verify(source, sha256)
+    except ArchiveError:
+        if downloaded:  # never keep a bad download around to be trusted next time
+            source.unlink(missing_ok=True)
+        raise
     extracted = extract(source, data_dir)
     tmp_stamp = stamp.with_suffix(".tmp")
     tmp_stamp.write_text(sha256.lower())

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers.utils import logging as hf_logging
 
 from cola_bert import plots
 from cola_bert.callbacks import EpochSummary
@@ -30,6 +31,7 @@ from cola_bert.config import conf_dir
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+hf_logging.disable_progress_bar()  # per-file save/load bars; Lightning's bar is the one that matters
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
