@@ -339,8 +339,8 @@ def account_id(boto: Any) -> str:
 
 
 NO_ROLE_MESSAGE = (
-    "No SageMaker execution role. Pass the IAM role SageMaker assumes to read the model from S3 and run the "
-    f"container: {ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks/Studio the "
+    "No SageMaker execution role. Pass the IAM role SageMaker assumes to read and write S3 and run the "
+    f"training or serving container: {ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks/Studio the "
     "role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and access to "
     "the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default sagemaker-<region>-<account> "
     "bucket); your own credentials need iam:PassRole on it."
