@@ -124,7 +124,8 @@ def read_manifest(model_dir: PathLike) -> Dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ArtifactError("{} is not valid JSON ({}): the artifact is corrupt; re-export it.".format(path, err))
+        message = "{} is not valid JSON ({}): the artifact is corrupt; re-export it.".format(path, err)
+        raise ArtifactError(message) from err
     if not isinstance(manifest, dict):
         raise ArtifactError("{} does not hold a JSON object: the artifact is corrupt; re-export it.".format(path))
     missing = [key for key in ("format", "model_file", "max_length", "label_names", "files") if key not in manifest]
@@ -218,7 +219,7 @@ def extract_tarball(tar_path: PathLike, dest: PathLike) -> Path:
         raise ArtifactError(
             "{} is not a readable .tar.gz archive ({}: {}); it is truncated or corrupt. Download or export it "
             "again.".format(tar_path, type(err).__name__, err)
-        )
+        ) from err
     return dest
 
 
@@ -343,7 +344,7 @@ def load_hf_runner(model_dir: PathLike, device: Optional[torch.device] = None) -
         raise ArtifactError(
             "The Hugging Face fallback needs `transformers`, which is not importable here ({}). Add a transformers "
             "version compatible with this container's torch to code/requirements.txt.".format(err)
-        )
+        ) from err
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     model.eval().to(device)
     return TorchModuleRunner(model, device, "huggingface")
@@ -436,7 +437,7 @@ def load_artifact(
             raise ArtifactError(
                 "{} cannot be loaded ({}: {}) and the artifact has no config.json for the Hugging Face "
                 "fallback.".format(model_path, type(err).__name__, err)
-            )
+            ) from err
         model = ColaModel(load_hf_runner(model_dir, device), tokenizer, manifest, model_dir)
         _warm_up(model)
     logger.info("loaded %s model from %s on %s", model.backend, model_dir, device)
@@ -493,11 +494,11 @@ def _decode(body: Any, charset: Optional[str]) -> str:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise RequestError(415, "Unknown charset {!r} in Content-Type; send UTF-8.".format(encoding))
+        raise RequestError(415, "Unknown charset {!r} in Content-Type; send UTF-8.".format(encoding)) from None
     try:
         text = body.decode(encoding)
     except UnicodeDecodeError as err:
-        raise RequestError(400, "The request body is not valid {} text ({}).".format(encoding, err))
+        raise RequestError(400, "The request body is not valid {} text ({}).".format(encoding, err)) from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
@@ -516,7 +517,8 @@ def _check_sentences(sentences: List[Any], where: str) -> List[str]:
         try:
             sentence.encode("utf-8")
         except UnicodeEncodeError:
-            raise RequestError(400, "Sentence {} is not valid Unicode (it has a lone surrogate).".format(index))
+            message = "Sentence {} is not valid Unicode (it has a lone surrogate).".format(index)
+            raise RequestError(400, message) from None
     limit = _env_int(MAX_SENTENCES_ENV, DEFAULT_MAX_SENTENCES)
     if len(sentences) > limit:
         raise RequestError(
@@ -542,7 +544,7 @@ def _parse_json(text: str) -> Dict[str, Any]:
             400,
             "Invalid JSON ({}). Send a JSON string, a list of strings or {{\"inputs\": [...]}} with Content-Type "
             "application/json; for raw sentences use text/plain.".format(err),
-        )
+        ) from None
     return_logits = False
     if isinstance(payload, dict):
         unknown = sorted(set(payload) - {"inputs", "parameters"})
@@ -596,7 +598,7 @@ def _parse_csv(text: str) -> Dict[str, Any]:
                 )
             sentences.append(row[0].strip())
     except csv.Error as err:
-        raise RequestError(400, "Invalid CSV ({}).".format(err))
+        raise RequestError(400, "Invalid CSV ({}).".format(err)) from None
     return {"sentences": _check_sentences(sentences, "text/csv, one sentence per row"), "return_logits": False}
 
 

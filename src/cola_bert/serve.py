@@ -81,7 +81,7 @@ class Endpoint:
         self._tmpdir = tmpdir
 
     @classmethod
-    def load(cls, source: str | os.PathLike[str]) -> "Endpoint":
+    def load(cls, source: str | os.PathLike[str]) -> Endpoint:
         """Accepts OUT/model/ (an exported directory), OUT/ (holding model/) or a model.tar.gz."""
         source = Path(source).expanduser()
         tmpdir = None
@@ -94,7 +94,8 @@ class Endpoint:
                 raise
         elif source.is_dir():
             model_dir = source
-            if not (source / package_handler.MANIFEST_NAME).is_file() and (source / "model" / "manifest.json").is_file():
+            nested = source / "model" / package_handler.MANIFEST_NAME
+            if not (source / package_handler.MANIFEST_NAME).is_file() and nested.is_file():
                 model_dir = source / "model"
         else:
             raise ServeError(
@@ -163,16 +164,14 @@ def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     def _error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.get("/ping")
-    async def ping() -> Response:
+    # Plain Starlette routes (FastAPI's add_route): no request validation or dependency solving per call.
+    async def ping(request: Request) -> Response:
         return Response(status_code=200 if endpoint.model is not None else 503)
 
-    @app.get("/execution-parameters")
-    async def execution_parameters() -> JSONResponse:  # asked by SageMaker batch transform
+    async def execution_parameters(request: Request) -> JSONResponse:  # asked by SageMaker batch transform
         return JSONResponse({"MaxConcurrentTransforms": max(1, inference_threads), "BatchStrategy": "MULTI_RECORD",
                              "MaxPayloadInMB": max(1, max_body_bytes // (1024 * 1024))})
 
-    @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
@@ -203,6 +202,9 @@ def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             payload = payload.encode("utf-8")
         return Response(content=payload, media_type=media_type)
 
+    app.add_route("/ping", ping, methods=["GET"])
+    app.add_route("/execution-parameters", execution_parameters, methods=["GET"])
+    app.add_route("/invocations", invocations, methods=["POST"])
     return app
 
 

@@ -1,0 +1,408 @@
+"""The SageMaker handler (`code/inference.py` = `cola_bert.inference`): requests, responses, client errors, loading."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from cola_bert import inference
+from cola_bert.export import LogitsWrapper, export_model
+
+SOURCE = Path(inference.__file__)
+SENTENCES = ["The sailors rode the breeze clear of the rocks.", "Cat the mat on sat the.", "Ünïcödé 東京 😀 naïve"]
+LONG = " ".join(["This long sentence keeps going"] * 40)  # > 64 tokens (the blog endpoint's MAX_LEN) and > 128
+
+
+@pytest.fixture(scope="session")
+def artifact(tiny_model_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("handler_export")
+    export_model(tiny_model_dir, out, batch_sizes=[1, 8], lengths=[1, 16, 128])
+    return out / "model"
+
+
+@pytest.fixture(scope="session")
+def model(artifact):
+    return inference.model_fn(str(artifact))
+
+
+@pytest.fixture(scope="session")
+def eager(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    wrapper = LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def logits(sentences):
+        enc = tokenizer(sentences, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            return wrapper(enc["input_ids"], enc["attention_mask"])
+
+    return logits
+
+
+def _call(model, body, content_type="application/json", accept="application/json"):
+    payload, media = inference.output_fn(inference.predict_fn(inference.input_fn(body, content_type), model), accept)
+    return json.loads(payload), media
+
+
+def _client_error(body, content_type="application/json", status=400, match=""):
+    with pytest.raises(inference.RequestError) as info:
+        inference.input_fn(body, content_type)
+    assert info.value.status_code == status
+    assert match in info.value.message
+    return info.value
+
+
+# --------------------------------------------------------------------------------------------- content types
+def test_json_list_matches_eager_model(model, eager):
+    rows, media = _call(model, json.dumps(SENTENCES))
+    assert media == "application/json" and len(rows) == len(SENTENCES)
+    expected = torch.softmax(eager(SENTENCES), dim=-1)
+    for row, probs in zip(rows, expected):
+        assert row["probabilities"] == pytest.approx(probs.tolist(), abs=1e-5)
+        assert row["label"] == int(probs.argmax())
+        assert row["label_name"] == ["unacceptable", "acceptable"][row["label"]]
+        assert row["score"] == max(row["probabilities"])
+        assert sum(row["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+        assert set(row) == {"label", "label_name", "score", "probabilities"}
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (json.dumps(SENTENCES), "application/json"),
+        (json.dumps(SENTENCES).encode(), "application/json"),
+        (json.dumps({"inputs": SENTENCES}), "application/json"),
+        (json.dumps(SENTENCES, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8"),
+        ("\r\n".join(SENTENCES) + "\r\n\r\n", "text/plain"),
+        (("\n".join(SENTENCES) + "\n").encode("utf-8"), "text/plain; charset=UTF-8"),
+        ("\n".join(SENTENCES).encode("utf-16"), "text/plain; charset=utf-16"),
+        ("\n".join(SENTENCES), "text/csv"),
+        ("\n".join(SENTENCES).encode(), "Text/CSV"),
+    ],
+)
+def test_every_content_type_gives_the_same_predictions(model, body, content_type):
+    expected, _ = _call(model, json.dumps(SENTENCES))
+    assert _call(model, body, content_type)[0] == expected
+
+
+def test_old_blog_payloads_a_json_string_and_a_list(model, eager):
+    one, _ = _call(model, json.dumps("Somebody just left - guess who."))
+    assert len(one) == 1
+    assert one[0]["probabilities"] == pytest.approx(
+        torch.softmax(eager(["Somebody just left - guess who."]), -1)[0].tolist(), abs=1e-5)
+    assert _call(model, json.dumps({"inputs": "Somebody just left - guess who."}))[0] == one
+    both, _ = _call(model, json.dumps(["Somebody just left - guess who.",
+                                       "They claimed they had settled on something, but it wasn't clear what."]))
+    assert len(both) == 2 and both[0] == one[0]
+
+
+def test_sentence_longer_than_max_length_is_truncated(model, eager):
+    assert len(model.encode([LONG])[0]) == 128 < len(LONG.split())
+    rows, _ = _call(model, json.dumps([LONG, "Short."]))
+    assert rows[0]["probabilities"] == pytest.approx(torch.softmax(eager([LONG]), -1)[0].tolist(), abs=1e-5)
+
+
+def test_csv_with_quoted_commas(model):
+    body = '"Sentences, with commas, are fine when quoted."\nPlain one.\n\n'
+    rows, _ = _call(model, body, "text/csv")
+    direct, _ = _call(model, json.dumps(["Sentences, with commas, are fine when quoted.", "Plain one."]))
+    assert rows == direct
+
+
+def test_large_batches_are_chunked_with_dynamic_padding(model, monkeypatch):
+    sentences = [("word " * n).strip() for n in (3, 40, 1, 12, 200, 5, 7)]
+    shapes = []
+    runner = model.runner
+
+    class Spy(inference.Runner):
+        backend = runner.backend
+
+        def __call__(self, input_ids, attention_mask):
+            assert input_ids.dtype == attention_mask.dtype == torch.int64
+            shapes.append(tuple(input_ids.shape))
+            return runner(input_ids, attention_mask)
+
+    monkeypatch.setattr(model, "runner", Spy(runner.device))
+    monkeypatch.setenv(inference.BATCH_SIZE_ENV, "3")
+    rows, _ = _call(model, json.dumps(sentences))
+    monkeypatch.setattr(model, "runner", runner)
+    lengths = sorted(len(ids) for ids in model.encode(sentences))
+    # chunks of <= 3 sentences of similar length, each padded only to its own longest sentence
+    assert [s[0] for s in shapes] == [3, 3, 1]
+    assert [s[1] for s in shapes] == [lengths[2], lengths[5], lengths[6]] and lengths[6] == 128
+    # order is the request's order: each row equals the single-sentence answer
+    for sentence, row in zip(sentences, rows):
+        assert _call(model, json.dumps(sentence))[0][0]["probabilities"] == pytest.approx(row["probabilities"],
+                                                                                       abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ logits option
+def test_logits_accept_returns_raw_logits(model, eager):
+    logits, media = _call(model, json.dumps(SENTENCES), accept="application/x-logits+json")
+    assert media == "application/x-logits+json"
+    assert torch.allclose(torch.tensor(logits), eager(SENTENCES), atol=1e-5)
+
+
+def test_return_logits_parameter_adds_logits(model, eager):
+    rows, _ = _call(model, json.dumps({"inputs": SENTENCES[:2], "parameters": {"return_logits": True}}))
+    assert torch.allclose(torch.tensor([row["logits"] for row in rows]), eager(SENTENCES[:2]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "accept, env, expected",
+    [
+        (None, None, "application/json"),
+        ("*/*", None, "application/json"),
+        ("*/*", "application/x-logits+json", "application/x-logits+json"),
+        ("text/html, application/x-logits+json;q=0.9", None, "application/x-logits+json"),
+        ("application/*", None, "application/json"),
+    ],
+)
+def test_accept_negotiation(model, monkeypatch, accept, env, expected):
+    if env:
+        monkeypatch.setenv(inference.DEFAULT_ACCEPT_ENV, env)
+    else:
+        monkeypatch.delenv(inference.DEFAULT_ACCEPT_ENV, raising=False)
+    body, media = _call(model, json.dumps(["One."]), accept=accept)
+    assert media == expected
+    assert isinstance(body[0], list if expected.endswith("logits+json") else dict)
+
+
+# ---------------------------------------------------------------------------------------------- client mistakes
+@pytest.mark.parametrize(
+    "body, content_type, status, match",
+    [
+        ("{not json", "application/json", 400, "Invalid JSON"),
+        ("", "application/json", 400, "Empty request body"),
+        (b"", "text/plain", 400, "Empty request body"),
+        ("\n\n  \n", "text/csv", 400, "Empty request body"),
+        ("[]", "application/json", 400, "No sentences"),
+        ('{"inputs": []}', "application/json", 400, "No sentences"),
+        ('["fine", 3]', "application/json", 400, "Item 1 of the input is int"),
+        ('[["nested"]]', "application/json", 400, "Item 0 of the input is list"),
+        ('["fine", null]', "application/json", 400, "Item 1 of the input is NoneType"),
+        ("42", "application/json", 400, "The JSON input is int"),
+        ('{"input": "typo"}', "application/json", 400, '"inputs"'),
+        ('{"inputs": "x", "parameters": {"top_k": 2}}', "application/json", 400, "Unknown parameter"),
+        ('{"inputs": "x", "parameters": {"return_logits": "yes"}}', "application/json", 400, "true or false"),
+        ('["ok", "   "]', "application/json", 400, "Sentence 1 is empty"),
+        ('["\\ud800"]', "application/json", 400, "lone surrogate"),
+        (b"\xff\xfe\xfa", "text/plain", 400, "not valid utf-8"),
+        ('a,b\n"c"\n', "text/csv", 400, "CSV row 1 has 2 columns"),
+        ("x", "application/octet-stream", 415, "Unsupported Content-Type"),
+        ("x", None, 415, "Unsupported Content-Type"),
+        (b"x", "text/plain; charset=klingon", 415, "Unknown charset"),
+        (pickle.dumps(["a"]), "application/python-pickle", 415, "Unsupported Content-Type"),
+        (pickle.dumps(["a"]), "application/x-npy", 415, "Unsupported Content-Type"),
+    ],
+)
+def test_client_mistakes_are_4xx_with_a_message(body, content_type, status, match):
+    err = _client_error(body, content_type, status, match)
+    from sagemaker_inference.errors import BaseInferenceToolkitError
+
+    assert isinstance(err, BaseInferenceToolkitError)  # keeps its status in SageMaker's containers
+    assert err.phrase == err.message and "\n" not in err.message
+
+
+def test_too_many_sentences_is_413_and_configurable(monkeypatch):
+    monkeypatch.setenv(inference.MAX_SENTENCES_ENV, "3")
+    _client_error(json.dumps(["a", "b", "c", "d"]), status=413, match="limit is 3")
+    assert len(inference.input_fn("a\nb\nc", "text/plain")["sentences"]) == 3
+    monkeypatch.delenv(inference.MAX_SENTENCES_ENV)
+    _client_error(json.dumps(["s"] * (inference.DEFAULT_MAX_SENTENCES + 1)), status=413, match="Too many")
+
+
+def test_unsupported_accept_is_406(model):
+    prediction = inference.predict_fn(inference.input_fn('["x"]', "application/json"), model)
+    with pytest.raises(inference.RequestError) as info:
+        inference.output_fn(prediction, "text/html")
+    assert info.value.status_code == 406 and "application/x-logits+json" in info.value.message
+
+
+def test_status_codes_survive_the_real_inference_toolkit(artifact, monkeypatch):
+    """Drive code/inference.py with sagemaker_inference's own Transformer, as the serving container does."""
+    transformer_mod = pytest.importorskip("sagemaker_inference.transformer")
+    monkeypatch.syspath_prepend(str(artifact / "code"))
+    monkeypatch.delenv("SAGEMAKER_PROGRAM", raising=False)
+    monkeypatch.delitem(sys.modules, "inference", raising=False)
+
+    class Context:
+        def __init__(self, headers):
+            self.system_properties = {"model_dir": str(artifact)}
+            self.request_processor = [types.SimpleNamespace(get_request_properties=lambda: headers)]
+            self.status, self.content_type = None, None
+
+        def set_response_status(self, code, phrase):
+            self.status = (code, phrase)
+
+        def set_response_content_type(self, index, content_type):
+            self.content_type = content_type
+
+    try:
+        transformer = transformer_mod.Transformer()
+        ok = Context({"Content-Type": "application/json", "Accept": "application/json"})
+        [body] = transformer.transform([{"body": b'["The cat sat."]'}], ok)
+        assert ok.status is None and ok.content_type == "application/json"
+        assert json.loads(body)[0]["label_name"] in ("unacceptable", "acceptable")
+        assert sys.modules["inference"].__file__ == str(artifact / "code" / "inference.py")
+
+        for headers, payload, status in [
+            ({"Content-Type": "application/json"}, b"[1, 2]", 400),
+            ({"Content-Type": "image/png"}, b"\x89PNG", 415),
+            ({"Content-Type": "text/plain", "Accept": "text/html"}, b"one", 406),
+        ]:
+            context = Context(headers)
+            [message] = transformer.transform([{"body": payload}], context)
+            assert context.status[0] == status, message
+            assert context.status[1].split()[0] in ("Item", "Unsupported")
+    finally:
+        sys.modules.pop("inference", None)
+
+
+# --------------------------------------------------------------------------------------- loading and fallbacks
+def test_hf_fallback_when_torch_jit_load_refuses(artifact, model, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("version_ number knob: file written by a newer PyTorch")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    with caplog.at_level(logging.WARNING):
+        fallback = inference.model_fn(str(artifact))
+    assert fallback.backend == "huggingface" and model.backend == "torchscript"
+    assert "falling back to the Hugging Face weights" in caplog.text and "newer PyTorch" in caplog.text
+    assert torch.allclose(fallback.logits(SENTENCES + [LONG]), model.logits(SENTENCES + [LONG]), atol=1e-5)
+
+
+def test_hf_fallback_when_the_exported_model_fails_to_run(artifact, model, monkeypatch):
+    class Broken(inference.Runner):
+        backend = "torchscript"
+
+        def __call__(self, input_ids, attention_mask):
+            raise RuntimeError("aten::scaled_dot_product_attention: no kernel for this device")
+
+    monkeypatch.setattr(inference, "load_runner", lambda *a, **k: Broken(torch.device("cpu")))
+    fallback = inference.load_artifact(artifact)
+    assert fallback.backend == "huggingface"
+    assert torch.allclose(fallback.logits(SENTENCES), model.logits(SENTENCES), atol=1e-5)
+
+
+def test_elastic_inference_attaches_the_accelerator(artifact, monkeypatch):
+    attached, optimized = [], []
+    fake = types.ModuleType("torcheia")
+    fake.jit = types.SimpleNamespace(attach_eia=lambda module, ordinal: attached.append(ordinal) or module)
+    monkeypatch.setitem(sys.modules, "torcheia", fake)
+    real = torch.jit.optimized_execution
+
+    def spy(should_optimize, *args):
+        optimized.append((should_optimize,) + args)
+        return real(should_optimize)
+
+    monkeypatch.setattr(torch.jit, "optimized_execution", spy)
+    eia = inference.model_fn(str(artifact))
+    assert attached == [0] and eia.runner.eia == "attach_eia"
+    optimized.clear()
+    rows = inference.predict_fn(inference.input_fn('["a", "b"]', "application/json"), eia)
+    assert optimized and all(call == (True,) for call in optimized)
+    assert rows["logits"].shape == (2, 2)
+
+
+def test_plain_execution_without_elastic_inference(model, monkeypatch):
+    monkeypatch.setattr(torch.jit, "optimized_execution",
+                        lambda *a: pytest.fail("optimized_execution must not be used without EI"))
+    assert model.runner.eia is None
+    out = inference.predict_fn(inference.input_fn('["a"]', "application/json"), model)
+    assert out["logits"].dtype == torch.float32
+
+
+def test_predict_runs_under_inference_mode(model, monkeypatch):
+    seen = []
+    original = inference.TorchModuleRunner._forward
+
+    def forward(self, input_ids, attention_mask):
+        seen.append(torch.is_inference_mode_enabled())
+        return original(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(inference.TorchModuleRunner, "_forward", forward)
+    inference.predict_fn({"sentences": ["x"]}, model)
+    assert seen == [True]
+
+
+def test_not_an_artifact_is_a_clear_error(tmp_path, tiny_model_dir):
+    with pytest.raises(inference.ArtifactError, match="not an artifact written by `python -m cola_bert.export`"):
+        inference.model_fn(str(tiny_model_dir))
+    with pytest.raises(inference.ArtifactError, match="not a directory"):
+        inference.model_fn(str(tmp_path / "missing"))
+
+
+def test_tokenizer_matches_transformers(model, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sentences = SENTENCES + [LONG, "  leading and trailing  ", "tab\tseparated", "ÀÉÎÕÜ ß ﬁ", "a"]
+    assert model.encode(sentences) == tokenizer(sentences, truncation=True, max_length=128)["input_ids"]
+
+
+# ------------------------------------------------------------------------------------------------ standalone
+def test_import_loads_no_training_code(artifact):
+    code = (
+        "import importlib.util, sys, json\n"
+        f"spec = importlib.util.spec_from_file_location('inference', {str(artifact / 'code' / 'inference.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "banned = ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'cola_bert', 'transformers')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in banned)))\n"
+        "print(json.dumps([hasattr(module, f) for f in ('model_fn', 'input_fn', 'predict_fn', 'output_fn')]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded, handlers = proc.stdout.strip().splitlines()
+    assert json.loads(loaded) == []
+    assert json.loads(handlers) == [True, True, True, True]
+
+
+def test_local_error_class_without_the_toolkit(artifact):
+    code = (
+        "import sys, importlib.util\n"
+        "sys.modules['sagemaker_inference'] = None; sys.modules['sagemaker_inference.errors'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('inference', {str(artifact / 'code' / 'inference.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "assert not m.TOOLKIT_ERRORS and issubclass(m.RequestError, m.LocalInferenceError)\n"
+        "try:\n    m.input_fn('x', 'image/png')\n"
+        "except m.LocalInferenceError as e:\n    print(e.status_code, e.message)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("415 Unsupported Content-Type 'image/png'")
+
+
+def test_handler_never_unpickles():
+    source = SOURCE.read_text()
+    for forbidden in ("import pickle", "pickle.load", "torch.load(", "allow_pickle", "np.load"):
+        assert forbidden not in source, forbidden
+    assert not re.search(r"(?<![\w.])(eval|exec)\(", source)
+
+
+def test_handler_is_python38_syntax():
+    ast.parse(SOURCE.read_text(), feature_version=(3, 8))
+    interpreter = None
+    for candidate in ("/root/.pyenv/versions/3.8.18/bin/python3.8", shutil.which("python3.8")):
+        if candidate and Path(candidate).is_file():
+            probe = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0 and "3.8" in probe.stdout + probe.stderr:
+                interpreter = candidate
+                break
+    if interpreter is None:
+        pytest.skip("no Python 3.8 interpreter here; the ast check above still ran")
+    proc = subprocess.run([interpreter, "-c", f"import ast; ast.parse(open({str(SOURCE)!r}).read())"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
