@@ -7,7 +7,7 @@ so background load on a shared machine hits all of them alike. Sentences are CoL
 archive is found, else a built-in list.
 
     python benchmarks/inference_latency.py                       # MiniLM with a fresh classification head
-    python benchmarks/inference_latency.py --model-dir RUN/model --write docs/benchmarks_inference.md
+    python benchmarks/inference_latency.py --model-dir RUN/model --write docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown_report import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVES = [REPO / "data" / "cola_public_1.1.zip", REPO.parent / "shared" / "data" / "cola_public_1.1.zip"]
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = to_markdown(result)
     print(markdown)
     if args.write:
-        Path(args.write).write_text(markdown, encoding="utf-8")
+        write_section(Path(args.write), markdown)
     return 0
 
 

@@ -21,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown_report import write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = REPO / "data" / "cola_public_1.1.zip"
 BATCH_SIZE = 32
@@ -194,21 +197,6 @@ def main() -> None:
     print(section)
     if args.write:
         write_section(REPO / "docs" / "benchmarks.md", section)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section in docs/benchmarks.md (other sections are kept)."""
-    title = section.splitlines()[0]
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = text.find(title)
-    if start >= 0:
-        end = text.find("\n## ", start + len(title))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

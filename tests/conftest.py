@@ -73,3 +73,7 @@ def compose_train(tmp_path, cola_archive):
         return cfg
 
     return _compose
+
+
+# moto server + botocore call spy, shared by the AWS tests.
+from moto_support import api_calls, moto_url  # noqa: E402,F401

@@ -6,13 +6,14 @@ way a user points the launchers at LocalStack/moto; everything else is local.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from moto_support import point_at_moto
 
 from launch import aws
 from launch.aws import LaunchError
@@ -43,45 +44,12 @@ def clean_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def moto_env(clean_env, moto_url, monkeypatch):
     """Fake credentials + region; every client goes to the moto server (state reset per test)."""
-    import requests
-
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", REGION)
+    point_at_moto(monkeypatch, moto_url)
     return moto_url
 
-
-@pytest.fixture
-def api_calls(monkeypatch):
-    """Every botocore API call made in the test: (service, operation, params, endpoint_url)."""
-    from botocore.client import BaseClient
-
-    calls: list[tuple[str, str, dict, str]] = []
-    original = BaseClient._make_api_call
-
-    def spy(self, operation_name, api_params):
-        calls.append((self.meta.service_model.service_name, operation_name, api_params, self.meta.endpoint_url))
-        return original(self, operation_name, api_params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", spy)
-    return calls
 
 
 def _client_error(code: str, message: str, operation: str, status: int = 400):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import types
 from pathlib import Path
 
 import pytest
+
+from moto_support import point_at_moto
 from hydra import compose, initialize_config_dir
 
 from launch import aws, deploy
@@ -75,27 +76,9 @@ def region_only(clean_env, monkeypatch):
     return clean_env
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def moto_env(clean_env, moto_url, monkeypatch):
-    import requests
-
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", REGION)
+    point_at_moto(monkeypatch, moto_url)
     # The SDK sleeps 30 s before each DescribeEndpoint poll; moto endpoints are InService at once.
     aws.import_sagemaker()
     import sagemaker.session
@@ -121,18 +104,9 @@ def queue_answers(moto_env):
 
 
 @pytest.fixture
-def api_calls(monkeypatch):
-    """Every botocore API call: (service, operation, params, endpoint_url); warnings land here too, as ("warn", msg)."""
-    from botocore.client import BaseClient
-
-    calls: list[tuple] = []
-    original = BaseClient._make_api_call
-
-    def spy(self, operation_name, api_params):
-        calls.append((self.meta.service_model.service_name, operation_name, api_params, self.meta.endpoint_url))
-        return original(self, operation_name, api_params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", spy)
+def api_calls(api_calls, monkeypatch):
+    """The shared botocore call spy; warnings land here too, as ("warn", msg)."""
+    calls = api_calls
     original_warn = aws.warn
 
     def warn(message):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import re
 import subprocess
@@ -19,6 +18,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from moto_support import point_at_moto
 
 from launch import aws
 from launch import train as launch_train
@@ -76,44 +77,11 @@ def clean_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def moto_env(clean_env, moto_url, monkeypatch):
-    import requests
-
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", REGION)
+    point_at_moto(monkeypatch, moto_url)
     return moto_url
 
-
-@pytest.fixture
-def api_calls(monkeypatch):
-    """Every botocore API call of the test: (service, operation, params)."""
-    from botocore.client import BaseClient
-
-    calls: list[tuple[str, str, dict]] = []
-    original = BaseClient._make_api_call
-
-    def spy(self, operation_name, api_params):
-        calls.append((self.meta.service_model.service_name, operation_name, api_params))
-        return original(self, operation_name, api_params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", spy)
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +122,11 @@ def data_args(small_data) -> list[str]:
 
 
 def created_jobs(calls) -> list[dict]:
-    return [params for service, op, params in calls if (service, op) == ("sagemaker", "CreateTrainingJob")]
+    return [params for service, op, params, _ in calls if (service, op) == ("sagemaker", "CreateTrainingJob")]
 
 
 def put_keys(calls) -> list[str]:
-    return [params["Key"] for service, op, params in calls if (service, op) == ("s3", "PutObject")]
+    return [params["Key"] for service, op, params, _ in calls if (service, op) == ("s3", "PutObject")]
 
 
 def decoded(hyperparameters: dict[str, str]) -> dict:
@@ -344,7 +312,7 @@ def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, sma
     monkeypatch.setattr(sagemaker.session.time, "sleep", lambda seconds: None)  # the SDK polls every 5 s
     record = run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.logs=None")
     assert record["status"] == "completed"
-    assert not [op for service, op, _ in api_calls if service == "logs"]  # logs=None: no log streaming
+    assert not [op for service, op, *_ in api_calls if service == "logs"]  # logs=None: no log streaming
     assert record["model_data"].endswith(f"/{record['job_name']}/output/model.tar.gz")
     out = capsys.readouterr()
     assert "Model artifact" in out.out and "Traceback" not in out.out + out.err

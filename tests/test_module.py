@@ -87,3 +87,26 @@ def test_metrics_are_over_the_whole_epoch_not_the_last_batch():
 
     assert abs(float(values["val/mcc"]) - matthews_corrcoef(labels, preds)) < 1e-6
     assert set(module.val_domain_scores[1].compute()) == {"val/mcc_out_of_domain", "val/accuracy_out_of_domain"}
+
+
+def test_bf16_mixed_with_fused_adamw_clips_gradients(monkeypatch):
+    """The default recipe's combination: fused AdamW + gradient clipping + bf16 autocast on CPU."""
+    clips = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        total = real_clip(parameters, max_norm, *args, **kwargs)
+        clips.append((max_norm, float(total)))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    module = CoLAClassifier(pretrained=None, tiny=TINY,
+                            optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3, fused=True))
+    before = module.model.classifier.weight.detach().clone()
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", precision="bf16-mixed", gradient_clip_val=0.5,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=_loader(batch_size=4))
+    assert [max_norm for max_norm, _ in clips] == [0.5, 0.5, 0.5]
+    assert all(total > 0 for _, total in clips)
+    assert not torch.equal(before, module.model.classifier.weight)

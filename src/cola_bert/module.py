@@ -130,6 +130,19 @@ class CoLAClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_loss, self.test_scores, self.test_domain_scores)
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip directly when gradients are not loss-scaled (fp32, bf16): Lightning's mixed-precision plugin refuses
+        to clip for fused optimizers, which is only needed when a GradScaler (16-mixed) scales the gradients."""
+        if not gradient_clip_val or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW without decay on biases/LayerNorm; linear warmup then linear decay, stepped every optimizer step."""
         decay, no_decay = [], []
