@@ -466,7 +466,7 @@ def test_tuner_request_maximises_val_mcc_over_the_configured_ranges(moto_env, ap
                  f"aws.role={ROLE}", "tune.max_jobs=4", "tune.max_parallel_jobs=2"]  # fmt: skip
     cfg = compose_launch(*overrides, config="launch_tune")
     record = launch_tune.tune(cfg, overrides, run_dir=tmp_path)
-    (request,) = [p for s, op, p in api_calls if (s, op) == ("sagemaker", "CreateHyperParameterTuningJob")]
+    (request,) = [p for s, op, p, _ in api_calls if (s, op) == ("sagemaker", "CreateHyperParameterTuningJob")]
     assert not created_jobs(api_calls)  # SageMaker starts the training jobs itself
     name = request["HyperParameterTuningJobName"]
     assert name == record["tuning_job_name"] and len(name) <= 32
