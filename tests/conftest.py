@@ -76,4 +76,4 @@ def compose_train(tmp_path, cola_archive):
 
 
 # moto server + botocore call spy, shared by the AWS tests.
-from moto_support import api_calls, moto_url  # noqa: E402,F401
+from moto_support import api_calls, clean_env, moto_env, moto_url  # noqa: E402,F401

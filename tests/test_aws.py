@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from moto_support import point_at_moto
 
 from launch import aws
 from launch.aws import LaunchError
@@ -21,35 +20,6 @@ from launch.aws import LaunchError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-
-_AWS_VARS = (
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "SAGEMAKER_ROLE",
-)  # fmt: skip
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """No AWS settings from the machine: no region, credentials, profile files, instance metadata or endpoints."""
-    for var in list(os.environ):
-        if var in _AWS_VARS or var.startswith("AWS_ENDPOINT_URL_"):
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    monkeypatch.setattr(aws, "NOTEBOOK_METADATA_FILE", str(tmp_path / "no-notebook-metadata.json"))
-    return tmp_path
-
-
-@pytest.fixture
-def moto_env(clean_env, moto_url, monkeypatch):
-    """Fake credentials + region; every client goes to the moto server (state reset per test)."""
-    point_at_moto(monkeypatch, moto_url)
-    return moto_url
-
 
 
 def _client_error(code: str, message: str, operation: str, status: int = 400):

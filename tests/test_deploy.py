@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from moto_support import point_at_moto
 from hydra import compose, initialize_config_dir
 
 from launch import aws, deploy
@@ -44,29 +43,8 @@ ANSWERS = [
 ]
 OPTIONS = ("cpu", "gpu", "serverless", "elastic_inference")
 
-_AWS_VARS = (
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "SAGEMAKER_ROLE",
-)  # fmt: skip
-
 
 # ------------------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """No AWS settings from the machine (no region, credentials, profiles, instance metadata, endpoints)."""
-    for var in list(os.environ):
-        if var in _AWS_VARS or var.startswith("AWS_ENDPOINT_URL_"):
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    monkeypatch.setattr(aws, "NOTEBOOK_METADATA_FILE", str(tmp_path / "no-notebook-metadata.json"))
-    return tmp_path
 
 
 @pytest.fixture
@@ -77,8 +55,7 @@ def region_only(clean_env, monkeypatch):
 
 
 @pytest.fixture
-def moto_env(clean_env, moto_url, monkeypatch):
-    point_at_moto(monkeypatch, moto_url)
+def moto_env(moto_env, monkeypatch):
     # The SDK sleeps 30 s before each DescribeEndpoint poll; moto endpoints are InService at once.
     aws.import_sagemaker()
     import sagemaker.session
@@ -86,7 +63,7 @@ def moto_env(clean_env, moto_url, monkeypatch):
     shim = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
     shim.sleep = lambda seconds: None
     monkeypatch.setattr(sagemaker.session, "time", shim)
-    return moto_url
+    return moto_env
 
 
 @pytest.fixture

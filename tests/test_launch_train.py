@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from moto_support import point_at_moto
+from moto_support import clean_environ
 
 from launch import aws
 from launch import train as launch_train
@@ -31,13 +31,6 @@ ACCOUNT = "123456789012"  # moto's default account
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 DEFAULT_BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 TARBALL_LIMIT = 2 * 1024 * 1024
-
-_AWS_VARS = (
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "SAGEMAKER_ROLE",
-)  # fmt: skip
 
 # Values that must survive the trip exactly (float, string with spaces, list, bool, int, group selection).
 TRICKY = [
@@ -51,36 +44,6 @@ TRICKY = [
 
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
-
-
-def _clean_environ(environ: dict[str, str], home: Path) -> dict[str, str]:
-    env = {k: v for k, v in environ.items() if k not in _AWS_VARS and not k.startswith("AWS_ENDPOINT_URL_")}
-    env.update(
-        AWS_CONFIG_FILE=str(home / "aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_MAX_ATTEMPTS="1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var in _AWS_VARS or var.startswith("AWS_ENDPOINT_URL_"):
-            monkeypatch.delenv(var, raising=False)
-    for key, value in _clean_environ({}, tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(aws, "NOTEBOOK_METADATA_FILE", str(tmp_path / "no-notebook-metadata.json"))
-    return tmp_path
-
-
-@pytest.fixture
-def moto_env(clean_env, moto_url, monkeypatch):
-    point_at_moto(monkeypatch, moto_url)
-    return moto_url
 
 
 
@@ -148,7 +111,7 @@ def source_tarball(hyperparameters: dict[str, str]) -> bytes:
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**_clean_environ(dict(os.environ), tmp_path), **extra}
+    return {**clean_environ(dict(os.environ), tmp_path), **extra}
 
 
 def run_cli(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
