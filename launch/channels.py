@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from cola_bert.archive import sha256_of
 from launch import aws
 from launch.aws import LaunchError, aws_errors
 
@@ -35,14 +36,6 @@ class PreparedData:
     digest: str  # content hash of all channel files (names + bytes)
     source: str  # where the examples came from, for messages
     sha256: dict[str, str] = field(default_factory=dict)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _opt(node: Any, key: str) -> Any:
@@ -99,7 +92,7 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
     except (ArchiveError, DataFormatError, ValueError) as err:
         raise LaunchError(f"Cannot prepare the training data: {err}") from err
 
-    sha = {channel: _sha256(path) for channel, path in files.items()}
+    sha = {channel: sha256_of(path) for channel, path in files.items()}
     digest = hashlib.sha256("".join(f"{c}:{sha[c]}\n" for c in sorted(sha)).encode()).hexdigest()[:16]
     return PreparedData(files=files, rows=rows, digest=digest, source=source, sha256=sha)
 
