@@ -15,10 +15,8 @@ source_dir (cola_bert/, conf/, entry.py, requirements.txt) is staged from this c
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -26,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 
+from cola_bert.sweep import SweepTable, describe_failure
 from launch import aws, channels, source_dir
 from launch.aws import LaunchError, aws_errors
 from launch.overrides import SplitOverrides, split_overrides
@@ -514,55 +512,31 @@ def _training_input(uri: str):
 TABLE_COLUMNS = ("job", "job_name", "status", "overrides", "instance", "console_url", "model_data", "error")
 
 
-class SageMakerJobsTable(Callback):
+class SageMakerJobsTable(SweepTable):
     """Hydra callback for `python -m launch.train -m ...`: keeps `sagemaker_jobs.csv` in the sweep directory (one row
     per submitted job: its name and overrides) and prints the table when the sweep ends."""
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.path: Path | None = None
+    file_name = JOBS_TABLE
+    columns = TABLE_COLUMNS
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.rows = []
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+    def row(self, config: DictConfig, job_return: Any) -> dict[str, Any]:
         from hydra.core.utils import JobStatus
 
-        hydra_cfg = config.hydra
-        if hydra_cfg.mode is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
-            return
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return._return_value, dict):
             record = job_return._return_value
         else:
-            err = job_return._return_value
-            record = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+            record = {"status": "failed", "error": describe_failure(job_return)}
         instance = ""
         if record.get("instance_type"):
             instance = f"{record['instance_type']} x {record.get('instance_count', 1)}"
-        self.rows.append(
-            {
-                "job": hydra_cfg.job.num,
-                "job_name": record.get("job_name", ""),
-                "status": record.get("status", ""),
-                "overrides": " ".join(hydra_cfg.overrides.task),
-                "instance": instance,
-                "console_url": record.get("console_url", ""),
-                "model_data": record.get("model_data", ""),
-                "error": str(record.get("error", "")).replace("\n", " "),
-            }
-        )
-        self.path = Path(hydra_cfg.sweep.dir) / JOBS_TABLE
-        self._write(self.path)
-
-    def _write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
-            writer.writeheader()
-            for row in sorted(self.rows, key=lambda r: int(r["job"])):
-                writer.writerow(row)
-        os.replace(tmp, path)
+        return {
+            "job_name": record.get("job_name", ""),
+            "status": record.get("status", ""),
+            "instance": instance,
+            "console_url": record.get("console_url", ""),
+            "model_data": record.get("model_data", ""),
+            "error": str(record.get("error", "")).replace("\n", " "),
+        }
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.rows:
@@ -574,7 +548,7 @@ class SageMakerJobsTable(Callback):
         table.add_column("job_name", no_wrap=True)  # copy-pasteable
         table.add_column("status", no_wrap=True)
         table.add_column("overrides", overflow="fold")
-        for row in sorted(self.rows, key=lambda r: int(r["job"])):
+        for row in self.sorted_rows():
             table.add_row(str(row["job"]), row["job_name"] or "-", row["status"], row["overrides"])
         aws.console.print(table)
         aws.info(f"Written to {self.path}")
