@@ -618,16 +618,21 @@ def upload_archive(ctx: aws.AwsContext, path: Path, endpoint_name: str) -> str:
     return uri
 
 
-def export_training_job(ctx: aws.AwsContext, job_name: str, workdir: Path) -> Path:
-    """Describe the training job, download its model artifact (a tarred HF model dir), export it to TorchScript."""
+def _is_validation_error(cause: BaseException | None) -> bool:
+    """SageMaker answers Describe* for a name that does not exist with a ValidationException."""
     from botocore.exceptions import ClientError
 
+    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ValidationException"
+
+
+def export_training_job(ctx: aws.AwsContext, job_name: str, workdir: Path) -> Path:
+    """Describe the training job, download its model artifact (a tarred HF model dir), export it to TorchScript."""
     try:
         with aws_errors(f"describing training job {job_name}"):
             desc = ctx.session.sagemaker_client.describe_training_job(TrainingJobName=job_name)
     except LaunchError as err:
         cause = err.__cause__
-        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ValidationException":
+        if _is_validation_error(cause):
             raise LaunchError(
                 f"Training job {job_name!r} was not found in {ctx.region}. List jobs with "
                 f"`aws sagemaker list-training-jobs --region {ctx.region}`, or pass model_data=<model.tar.gz|s3 URI>."
@@ -769,15 +774,13 @@ def smoke_test(ctx: aws.AwsContext, endpoint_name: str, sentences: list[str], re
 
 def delete_endpoint(ctx: aws.AwsContext, endpoint_name: str) -> dict[str, Any]:
     """Delete the endpoint, its endpoint config and the model(s) of its production variants."""
-    from botocore.exceptions import ClientError
-
     sm = ctx.session.sagemaker_client
     try:
         with aws_errors(f"looking up endpoint {endpoint_name}"):
             desc = sm.describe_endpoint(EndpointName=endpoint_name)
     except LaunchError as err:
         cause = err.__cause__
-        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ValidationException":
+        if _is_validation_error(cause):
             raise LaunchError(
                 f"Endpoint {endpoint_name!r} does not exist in {ctx.region}; nothing to delete. List endpoints with "
                 f"`aws sagemaker list-endpoints --region {ctx.region}` (or pass aws.region=<region>)."
