@@ -30,8 +30,7 @@ class EpochSummary(pl.Callback):
     """Records each epoch's metrics and samples/s, and prints them as one `key=value` line from rank 0
     (plus a `step=... train_loss=...` line every `print_every_n_steps` steps when that is > 0)."""
 
-    def __init__(self, print_line: bool = True, print_every_n_steps: int = 0):
-        self.print_line = print_line
+    def __init__(self, print_every_n_steps: int = 0):
         self.print_every_n_steps = print_every_n_steps
         self.history: list[dict[str, float]] = []
         self._samples = 0
@@ -73,7 +72,7 @@ class EpochSummary(pl.Callback):
         metrics["epoch"] = trainer.current_epoch
         metrics["global_step"] = trainer.global_step
         self.history.append(metrics)
-        if self.print_line and trainer.is_global_zero:
+        if trainer.is_global_zero:
             line = format_epoch_line(trainer.current_epoch, metrics)
             print(f"{line} samples_per_second={metrics['train_samples_per_second']:.1f}", flush=True)
 

@@ -58,7 +58,11 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float, torch.Tensor)) and torch.as_tensor(value).numel() == 1
+    }
 
 
 def _best_epoch(history: list[dict[str, float]], monitor: str | None, mode: str) -> int | None:
@@ -135,7 +139,6 @@ def write_run_outputs(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, re-validate the best checkpoint, test when a test split exists, write outputs. Returns the metrics."""
     pl.seed_everything(cfg.seed, workers=True)
-    out = Path(cfg.paths.output_dir)
 
     # Plain containers (not DictConfig) so checkpoints hold only plain hyperparameters.
     datamodule = instantiate(cfg.data, _convert_="all")
