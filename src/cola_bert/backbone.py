@@ -68,16 +68,36 @@ def load_model(
     label_names: list[str] | tuple[str, ...] = LABEL_NAMES,
     tiny: dict[str, Any] | None = None,
     vocab_size: int | None = None,
+    dropout: float | None = None,
+    attention_dropout: float | None = None,
 ) -> PreTrainedModel:
-    """A sequence classifier: pretrained weights, or (``tiny``) a randomly initialised small BERT for tests."""
+    """A sequence classifier: pretrained weights, or (``tiny``) a randomly initialised small BERT for tests.
+
+    ``dropout`` (hidden layers and classifier head) and ``attention_dropout`` override the checkpoint's own rates;
+    they are stored in the saved config, so `model/` stays a standard Hugging Face model.
+    """
     maps = label_maps(label_names)
+    rates = {
+        key: value
+        for key, value in (
+            ("hidden_dropout_prob", dropout),
+            ("classifier_dropout", dropout),
+            ("attention_probs_dropout_prob", attention_dropout),
+        )
+        if value is not None
+    }
+    for key, value in rates.items():
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{key}={value}: a dropout rate must be in [0, 1).")
     if tiny is not None:
-        config = BertConfig(**{"vocab_size": vocab_size or 30522, **dict(tiny)}, num_labels=len(label_names), **maps)
+        config = BertConfig(
+            **{"vocab_size": vocab_size or 30522, **dict(tiny)}, num_labels=len(label_names), **maps, **rates
+        )
         return BertForSequenceClassification(config)
     if not pretrained:
         raise ValueError("model.pretrained is empty: give a Hugging Face model id or a local directory.")
     try:
-        config = AutoConfig.from_pretrained(pretrained, num_labels=len(label_names), **maps)
+        config = AutoConfig.from_pretrained(pretrained, num_labels=len(label_names), **maps, **rates)
         return AutoModelForSequenceClassification.from_pretrained(pretrained, config=config)
     except (OSError, ValueError) as err:
         raise _hub_error(pretrained, err) from err

@@ -40,6 +40,8 @@ class CoLAClassifier(pl.LightningModule):
         label_names: Sequence[str] = LABEL_NAMES,
         tiny: dict[str, Any] | None = None,
         tokenizer: str | None = None,
+        dropout: float | None = None,
+        attention_dropout: float | None = None,
     ):
         """`tokenizer` is recorded with the hyperparameters so a checkpoint says what it was trained with."""
         super().__init__()
@@ -49,7 +51,9 @@ class CoLAClassifier(pl.LightningModule):
         self.label_names = list(label_names)
         num_labels = len(self.label_names)
         # from_pretrained returns the model in eval mode; fine-tuning wants dropout on.
-        self.model = load_model(pretrained, self.label_names, tiny=tiny).train()
+        self.model = load_model(
+            pretrained, self.label_names, tiny=tiny, dropout=dropout, attention_dropout=attention_dropout
+        ).train()
 
         self.train_loss = MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
