@@ -1,8 +1,11 @@
-"""SageMaker launchers for cola-bert, run from the repository root.
+"""SageMaker launchers for cola-bert, run from the repository root. One module per command:
 
-- `python -m launch.train`: run `cola_bert.train` with the same overrides as a SageMaker training job (or a sweep).
-- `python -m launch.tune`: a SageMaker HyperparameterTuner over the same training job, maximising val MCC.
-- `python -m launch.deploy`: deploy an exported model.tar.gz to a SageMaker endpoint (or delete one).
-- `launch.entry`: the script that runs inside the training container (staged by `launch.source_dir`).
-- `launch.aws`: shared AWS helpers (sessions, region/role/bucket resolution, error paragraphs, dry-run output).
+- `python -m launch.train`: `cola_bert.train` with the same overrides as a SageMaker training job (or one per sweep
+  combination); `python -m launch.train attach=JOB_NAME` follows a job and downloads its model (`launch.attach`).
+- `python -m launch.tune`: a SageMaker HyperparameterTuner over the same training job.
+- `python -m launch.deploy`: serve an exported model.tar.gz from a SageMaker endpoint (or delete one).
+
+Shared: `session` (region, profile, endpoint, SageMaker session, role, bucket), `errors` (AWS failures → one
+paragraph), `validate` (checks before any upload), `console` (output). The script that runs inside the training
+container is `cola_bert.sagemaker_entry`, beside the code it runs.
 """

@@ -1,0 +1,277 @@
+"""AWS session and settings for the launchers: region, profile, endpoint, SageMaker session, role, bucket, S3 URIs.
+
+Everything reads the `aws` config node (conf/aws/default.yaml): `role`, `region`, `profile`, `bucket`, `prefix`.
+
+- Region: `aws.region`, else AWS_REGION, else AWS_DEFAULT_REGION, else the profile's region (`aws.profile`, else
+  AWS_PROFILE); none → LaunchError. Building sessions makes no AWS call.
+- Endpoint: botocore applies AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>) to every client created here. The
+  SDK's own account lookups go to a hard-coded public STS endpoint, so the launchers never ask the SDK for them:
+  the account, the default bucket name `sagemaker-<region>-<account>` and the caller's role are looked up with
+  clients made here and handed to `sagemaker.Session(default_bucket=...)`.
+- SDK v2 noise: telemetry is opted out through the `sagemaker_config` handed to the Session (TelemetryOptOut), the
+  v2 deprecation banner (SAGEMAKER_SUPPRESS_V2_WARNING) and the `sagemaker.config` INFO lines are silenced.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launch import validate
+from launch.errors import NO_REGION_MESSAGE, ROLE_HINT, LaunchError, aws_errors
+
+ROLE_ENV = "SAGEMAKER_ROLE"
+# Written by SageMaker notebook instances and Studio; sagemaker.get_execution_role() reads the role from it.
+NOTEBOOK_METADATA_FILE = "/opt/ml/metadata/resource-metadata.json"
+_ASSUMED_ROLE_RE = re.compile(r"^(arn:aws[a-z-]*:)sts::(\d{12}):assumed-role/([^/]+)/.*$")
+NO_ROLE_MESSAGE = (
+    f"No SageMaker execution role. Pass the IAM role SageMaker assumes to read and write S3 and run the training or "
+    f"serving container: {ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks and "
+    "Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and "
+    "access to the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default "
+    "sagemaker-<region>-<account> bucket); your own credentials need iam:PassRole on it."
+)
+
+
+def opt(node: Any, key: str, default: Any = None) -> Any:
+    """`node[key]` for dicts, DictConfigs or None; missing, None, '', 'null', 'none' and `???` give `default`."""
+    if node is None:
+        return default
+    try:
+        value = node.get(key, default) if isinstance(node, Mapping) or hasattr(node, "get") else default
+    except Exception:  # omegaconf MissingMandatoryValue (`???`)
+        return default
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "" or value.lower() in ("null", "none"):
+            return default
+    return default if value is None else value
+
+
+# ---------------------------------------------------------------------------------------------------- the SDK
+
+
+@functools.cache
+def quiet_sagemaker_sdk() -> None:
+    """Silence what SDK v2 prints that a user of these launchers cannot act on. Call before importing it."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # "v2 is on the path of deprecation": we pin v2
+    for name in ("sagemaker.config", "botocore", "boto3", "s3transfer"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def import_sagemaker():
+    """`import sagemaker`, quietly; a missing package becomes a LaunchError."""
+    quiet_sagemaker_sdk()
+    try:
+        import sagemaker
+    except ImportError as err:
+        raise LaunchError(
+            "The SageMaker launchers need the SageMaker Python SDK v2: pip install -e '.[sagemaker]' (or "
+            "pip install 'sagemaker>=2.250,<3' boto3). SDK v3 has no Estimator/PyTorchModel, so stay below 3."
+        ) from err
+    return sagemaker
+
+
+def sdk_defaults_config() -> dict:
+    """The SDK defaults config (admin/user config.yaml files, if any) with `TelemetryOptOut: true` added, unless the
+    user's own config sets it. SDK v2 otherwise sends usage telemetry from Estimator.fit, deploy and others."""
+    import_sagemaker()
+    from sagemaker.config import load_sagemaker_config
+    from sagemaker.config.config_schema import MODULES, PYTHON_SDK, SAGEMAKER, SCHEMA_VERSION, TELEMETRY_OPT_OUT
+
+    config = copy.deepcopy(load_sagemaker_config() or {})
+    config.setdefault(SCHEMA_VERSION, "1.0")
+    config.setdefault(SAGEMAKER, {}).setdefault(PYTHON_SDK, {}).setdefault(MODULES, {}).setdefault(
+        TELEMETRY_OPT_OUT, True
+    )
+    return config
+
+
+# ------------------------------------------------------------------------------------------- region and sessions
+
+
+def _profile(aws_cfg: Any) -> str | None:
+    return opt(aws_cfg, "profile") or os.environ.get("AWS_PROFILE") or None
+
+
+def resolve_region(aws_cfg: Any = None) -> str:
+    """Region from `aws.region`, AWS_REGION, AWS_DEFAULT_REGION or the profile's config. Makes no AWS call."""
+    region = opt(aws_cfg, "region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        with aws_errors():
+            import boto3
+
+            region = boto3.session.Session(profile_name=_profile(aws_cfg)).region_name
+    if not region:
+        raise LaunchError(NO_REGION_MESSAGE)
+    return str(region)
+
+
+def boto_session(aws_cfg: Any = None, region: str | None = None):
+    """A boto3 Session for `aws.profile` (else AWS_PROFILE / the default chain) in the resolved region."""
+    import boto3
+
+    region = region or resolve_region(aws_cfg)
+    with aws_errors():
+        return boto3.session.Session(profile_name=_profile(aws_cfg), region_name=region)
+
+
+def sagemaker_session(boto: Any, *, default_bucket: str | None = None):
+    """A SageMaker SDK v2 Session on `boto` (its clients, so AWS_ENDPOINT_URL applies), telemetry opted out.
+
+    Makes no AWS call. Pass `default_bucket` whenever the SDK may need a bucket: the SDK's own lookup of the default
+    bucket asks a hard-coded public STS endpoint for the account.
+    """
+    sm = import_sagemaker()
+    with aws_errors():
+        return sm.Session(
+            boto_session=boto,
+            sagemaker_client=boto.client("sagemaker"),
+            sagemaker_runtime_client=boto.client("sagemaker-runtime"),
+            default_bucket=default_bucket,
+            sagemaker_config=sdk_defaults_config(),
+        )
+
+
+def account_id(boto: Any) -> str:
+    """The caller's account id (sts:GetCallerIdentity)."""
+    with aws_errors("looking up the AWS account"):
+        return boto.client("sts").get_caller_identity()["Account"]
+
+
+def resolve_role(aws_cfg: Any, boto: Any) -> str:
+    """The SageMaker execution role ARN.
+
+    `aws.role` (an ARN, or a role name expanded through IAM); in a SageMaker notebook/Studio what
+    `sagemaker.get_execution_role()` finds; else the caller's own identity when it is a role (an assumed role maps to
+    its IAM role). A plain IAM user → LaunchError explaining `aws.role=...`.
+    """
+    role = opt(aws_cfg, "role")
+    if role:
+        role = str(role)
+        if role.startswith("arn:"):
+            return validate.role_arn(role)
+        with aws_errors(f"expanding the role name {role!r} to an ARN"):
+            return boto.client("iam").get_role(RoleName=role)["Role"]["Arn"]
+    if os.path.exists(NOTEBOOK_METADATA_FILE):
+        sm = import_sagemaker()
+        try:
+            with aws_errors("looking up the execution role"):
+                return sm.get_execution_role(sagemaker_session(boto))
+        except (LaunchError, ValueError) as err:
+            raise LaunchError(NO_ROLE_MESSAGE.format(detail=f" here ({err})")) from err
+    with aws_errors("looking up the caller identity for the execution role"):
+        caller = boto.client("sts").get_caller_identity()["Arn"]
+    if ":role/" in caller:
+        return caller
+    match = _ASSUMED_ROLE_RE.match(caller)
+    if match:
+        partition, account, name = match.groups()
+        try:
+            return boto.client("iam").get_role(RoleName=name)["Role"]["Arn"]  # with the role's path
+        except Exception:  # no iam:GetRole: the same fallback as the SDK
+            return f"{partition}iam::{account}:role/{name}"
+    raise LaunchError(NO_ROLE_MESSAGE.format(detail=f": your credentials belong to {caller}, which is not a role"))
+
+
+# ---------------------------------------------------------------------------------------------------- S3 URIs
+
+
+def s3_uri(bucket: str, *parts: str | None) -> str:
+    """`s3://bucket/part1/part2` with empty parts skipped and duplicate slashes removed."""
+    key = "/".join(str(p).strip("/") for p in parts if p is not None and str(p).strip("/"))
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` → (bucket, key); anything else → LaunchError."""
+    match = re.match(r"^s3://([^/]+)/?(.*)$", uri or "")
+    if not match:
+        raise LaunchError(f"`{uri}` is not an S3 URI; expected s3://<bucket>/<key>.")
+    return match.group(1), match.group(2)
+
+
+# ----------------------------------------------------------------------------------------------------- context
+
+
+class AwsContext:
+    """Region, sessions, role, bucket and prefix for one launcher run. Creating it makes no AWS call; the role and
+    the bucket are resolved on first use."""
+
+    def __init__(self, aws_cfg: Any = None, *, region: str | None = None):
+        self.cfg = aws_cfg
+        self.region = region or resolve_region(aws_cfg)
+        self.prefix = str(opt(aws_cfg, "prefix", "")).strip("/")
+        self.configured_bucket = opt(aws_cfg, "bucket")
+        if self.configured_bucket:
+            validate.bucket_name(str(self.configured_bucket))
+        self.boto_session = boto_session(aws_cfg, self.region)
+        self.session = sagemaker_session(self.boto_session, default_bucket=self.configured_bucket)
+
+    @functools.cached_property
+    def role(self) -> str:
+        return resolve_role(self.cfg, self.boto_session)
+
+    @functools.cached_property
+    def account(self) -> str:
+        return account_id(self.boto_session)
+
+    @functools.cached_property
+    def bucket(self) -> str:
+        """`aws.bucket` as given (no call), else `sagemaker-<region>-<account>`, created by the SDK if missing."""
+        if self.configured_bucket:
+            return str(self.configured_bucket)
+        name = f"sagemaker-{self.region}-{self.account}"
+        self.session = sagemaker_session(self.boto_session, default_bucket=name)
+        with aws_errors(f"finding or creating the default bucket {name}"):
+            return self.session.default_bucket()
+
+    def s3_uri(self, *parts: str) -> str:
+        """`s3://<bucket>/<prefix>/<parts...>`."""
+        return s3_uri(self.bucket, self.prefix, *parts)
+
+    def client(self, service_name: str):
+        return self.boto_session.client(service_name)
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where SageMaker API calls go (AWS_ENDPOINT_URL when set)."""
+        return self.client("sagemaker").meta.endpoint_url
+
+    def describe(self) -> dict[str, str]:
+        """What a run uses, for plans and dry runs, resolved without any AWS call."""
+        rows = {
+            "region": self.region,
+            "role": opt(self.cfg, "role") or "(looked up at run time: notebook role or your own role)",
+            "bucket": self.configured_bucket or f"sagemaker-{self.region}-<account> (looked up at run time)",
+            "prefix": self.prefix or "-",
+        }
+        if _profile(self.cfg):
+            rows["profile"] = str(_profile(self.cfg))
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            rows["endpoint url"] = os.environ["AWS_ENDPOINT_URL"]
+        return rows
+
+    def download(self, uri: str, dest: Path) -> Path:
+        """Download one S3 object into the directory `dest`; returns the local file."""
+        bucket, key = parse_s3_uri(uri)
+        if not key or key.endswith("/"):
+            raise LaunchError(f"{uri} names no object: give the full key, e.g. s3://bucket/job/output/model.tar.gz.")
+        target = Path(dest) / Path(key).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with aws_errors(f"downloading {uri}"):
+            self.client("s3").download_file(bucket, key, str(target))
+        return target
+
+
+def connect(aws_cfg: Any = None) -> AwsContext:
+    """`AwsContext(aws_cfg)`: resolve the region and build the sessions (no AWS call yet)."""
+    return AwsContext(aws_cfg)

@@ -1,0 +1,128 @@
+"""Checks that run before any upload or AWS call, against the rules AWS itself applies.
+
+Instance types, the hyperparameter limits and the role ARN pattern come from botocore's own SageMaker service model
+(the enums and constraints of the CreateTrainingJob / CreateEndpointConfig / CreateTransformJob shapes), not from
+hand-kept lists; bucket names follow S3's naming rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import re
+from collections.abc import Mapping
+
+from launch.errors import ROLE_HINT, LaunchError
+
+# Where each operation takes its instance type.
+INSTANCE_TYPE_MEMBERS = {
+    "CreateTrainingJob": "ResourceConfig.InstanceType",
+    "CreateEndpointConfig": "ProductionVariants.InstanceType",
+    "CreateTransformJob": "TransformResources.InstanceType",
+}
+
+
+@functools.cache
+def _service_model():
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _member_shape(operation: str, member: str):
+    shape = _service_model().operation_model(operation).input_shape
+    for name in member.split("."):
+        shape = shape.members[name]
+        if shape.type_name == "list":
+            shape = shape.member
+    return shape
+
+
+def _botocore_version() -> str:
+    import botocore
+
+    return botocore.__version__
+
+
+def instance_types(operation: str, member: str | None = None) -> list[str]:
+    """Every instance type botocore's service model allows for `operation` (its enum, in the model's order)."""
+    return list(_member_shape(operation, member or INSTANCE_TYPE_MEMBERS[operation]).enum)
+
+
+def instance_type(value: str, operation: str, member: str | None = None, *, setting: str = "instance_type") -> str:
+    """`value` if SageMaker accepts it for `operation`, else a LaunchError naming the closest valid types."""
+    allowed = instance_types(operation, member)
+    if value in allowed:
+        return value
+    close = difflib.get_close_matches(str(value), allowed, n=4, cutoff=0.6)
+    family = [t for t in allowed if t.split(".")[:2] == str(value).split(".")[:2]][:6]
+    suggestions = close or family
+    hint = f" Closest valid types: {', '.join(suggestions)}." if suggestions else ""
+    raise LaunchError(
+        f"{setting}={value} is not an instance type SageMaker accepts for {operation} ({len(allowed)} types in "
+        f"botocore {_botocore_version()}'s service model).{hint} If AWS launched this type recently, upgrade "
+        "botocore (pip install -U boto3)."
+    )
+
+
+# S3 bucket naming rules: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name(name: str, *, setting: str = "aws.bucket") -> str:
+    problem = None
+    if not 3 <= len(name) <= 63:
+        problem = f"it has {len(name)} characters (3 to 63 allowed)"
+    elif not _BUCKET_RE.match(name):
+        problem = "only lowercase letters, digits, dots and hyphens are allowed, starting and ending with a letter or digit"
+    elif ".." in name or ".-" in name or "-." in name:
+        problem = "dots may not be next to another dot or a hyphen"
+    elif name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):
+        problem = "the prefixes xn--, sthree-, amzn-s3-demo- and the suffixes -s3alias, --ol-s3, .mrap are reserved"
+    else:
+        try:
+            ipaddress.ip_address(name)
+            problem = "it is formatted like an IP address"
+        except ValueError:
+            pass
+    if problem:
+        raise LaunchError(
+            f"{setting}={name} is not a valid S3 bucket name: {problem}. Give the name of an existing bucket you can "
+            "write to (only the name, not s3://...), or leave it unset to use sagemaker-<region>-<account>."
+        )
+    return name
+
+
+def role_arn(arn: str, *, setting: str = "aws.role") -> str:
+    """An IAM role ARN in the shape CreateTrainingJob / CreateModel accept (the service model's RoleArn pattern)."""
+    shape = _service_model().shape_for("RoleArn")
+    pattern, low, high = shape.metadata["pattern"], shape.metadata["min"], shape.metadata["max"]
+    if not (low <= len(arn) <= high and re.fullmatch(pattern, arn)):
+        raise LaunchError(f"{setting}={arn} is not an IAM role ARN; expected {ROLE_HINT}.")
+    return arn
+
+
+def hyperparameters(encoded: Mapping[str, str], *, sdk_keys: int = 0) -> None:
+    """Check the job's HyperParameters map as SageMaker counts it: every key (the SDK's own `sagemaker_*` keys
+    included), lengths of the JSON-encoded values as sent. `sdk_keys`: how many of them the SDK added."""
+    shape = _service_model().operation_model("CreateTrainingJob").input_shape.members["HyperParameters"]
+    max_count, max_key, max_value = shape.metadata["max"], shape.key.metadata["max"], shape.value.metadata["max"]
+    long_keys = [k for k in encoded if len(k) > max_key]
+    long_values = [k for k, v in encoded.items() if len(v) > max_value]
+    if long_keys or long_values:
+        names = ", ".join(f"{k[:60]}{'...' if len(k) > 60 else ''}" for k in long_keys + long_values)
+        raise LaunchError(
+            f"Too long for a SageMaker hyperparameter (keys up to {max_key} characters, values up to {max_value} "
+            f"after JSON encoding): {names}. Put such settings in a config file under conf/ (e.g. conf/experiment/) "
+            "and select it with one override."
+        )
+    if len(encoded) > max_count:
+        user = len(encoded) - sdk_keys
+        raise LaunchError(
+            f"The job would have {len(encoded)} hyperparameters ({user} training overrides + {sdk_keys} set by the "
+            f"SageMaker SDK); SageMaker allows {max_count}. Group the overrides in an experiment config "
+            "(conf/experiment/<name>.yaml) and pass experiment=<name>."
+        )
