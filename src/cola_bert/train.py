@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers.utils import logging as hf_logging
 
-from cola_bert import plots
+from cola_bert import plots, tracking
 from cola_bert.callbacks import EpochSummary
 from cola_bert.config import conf_dir
 
@@ -148,6 +148,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
+    tracking.start(cfg, loggers)  # MLflow: experiment, sweep tags, the flattened config as params
     if not loggers:  # the learning-rate monitor only writes to loggers, and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -166,7 +167,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(_scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]))
     summary.load_state_dict(fit_history)
     if trainer.is_global_zero:
-        return write_run_outputs(cfg, trainer, module, datamodule, summary, metrics)
+        record = write_run_outputs(cfg, trainer, module, datamodule, summary, metrics)
+        tracking.log_outputs(cfg, loggers, Path(cfg.paths.output_dir))
+        return record
     return metrics
 
 
