@@ -1,0 +1,275 @@
+"""Score a file of sentences (one per line) with SageMaker Batch Transform.
+
+    python -m launch.batch model_data=OUT/model.tar.gz input=sentences.txt output=s3://bucket/cola/batch/
+    python -m launch.batch model_data=s3://b/k/model.tar.gz input=s3://b/in/sentences.txt output=s3://b/out/ wait=false
+    python -m launch.batch ... instance_type=ml.c5.2xlarge instance_count=2 dry_run=true
+
+The job splits the input at line ends (SplitType Line), sends mini-batches of whole lines up to max_payload_mb as
+text/plain (BatchStrategy MultiRecord), asks for application/jsonlines and joins the answers with newlines
+(AssembleWith Line): `<output>/<input file name>.out` holds one JSON object per input line, in order. A local
+input file is uploaded byte for byte; a local model.tar.gz is checked like `cola_bert.serve` checks it and uploaded
+once per sha256; the SageMaker Model is created once per archive digest and serving image, then re-used. With
+wait=true the .out file is downloaded next to the input (download_dir for s3:// inputs) and summarised.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from cola_bert.config import conf_dir
+from launch import console, images, model_artifact, validate
+from launch.console import info
+from launch.deploy import check_name, serving_env
+from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error
+from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri, s3_uri
+
+MAX_PAYLOAD_MB = 100  # SageMaker: MaxPayloadInMB <= 100 and MaxPayloadInMB x MaxConcurrentTransforms <= 100
+TRANSFORM = {"content_type": "text/plain", "split_type": "Line", "strategy": "MultiRecord",
+             "assemble_with": "Line", "accept": "application/jsonlines"}  # fmt: skip
+
+
+def check_input_file(path: Path, max_payload_mb: int) -> int:
+    """A UTF-8 file with one non-blank sentence per line, each within the payload limit; returns the line count.
+
+    The handler skips blank lines and also splits at a lone carriage return, which would shift every later answer
+    against its input line, so such files are refused with the line numbers."""
+    blank, stray_cr, too_long, count = [], [], [], 0
+    limit = max_payload_mb << 20
+    with open(path, "rb") as handle:
+        for count, raw in enumerate(handle, start=1):
+            line = raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise LaunchError(f"input={path} is not UTF-8 text (line {count}: {err}). Save it as UTF-8.") from None
+            if not text.strip():
+                blank.append(count)
+            if "\r" in text:
+                stray_cr.append(count)
+            if len(raw) > limit:
+                too_long.append(count)
+    problems = []
+    for numbers, what in ((blank, "blank"), (stray_cr, "with a carriage return inside"), (too_long, "too long")):
+        if numbers:
+            shown = ", ".join(map(str, numbers[:10])) + (" ..." if len(numbers) > 10 else "")
+            problems.append(f"{len(numbers)} {what} line(s): {shown}")
+    if problems or not count:
+        raise LaunchError(
+            f"input={path} cannot be scored line by line: {'; '.join(problems) or 'it is empty'}. Batch Transform "
+            f"answers one JSON line per sentence, so give one non-blank sentence per line (lines up to "
+            f"max_payload_mb={max_payload_mb} MiB, newline \\n or \\r\\n)."
+        )
+    return count
+
+
+def check_settings(cfg: DictConfig) -> None:
+    for key in ("model_data", "input", "output"):
+        if not opt(cfg, key):
+            raise LaunchError(
+                f"{key}= is missing. Usage: python -m launch.batch model_data=<model.tar.gz or s3://...> "
+                "input=<sentences.txt or s3://...> output=s3://<bucket>/<prefix>/ [instance_type=... wait=true]."
+            )
+    validate.instance_type(str(opt(cfg, "instance_type")), "CreateTransformJob", setting="instance_type")
+    count, payload = opt(cfg, "instance_count"), opt(cfg, "max_payload_mb")
+    if not isinstance(count, int) or count < 1:
+        raise LaunchError(f"instance_count={count} must be a positive integer.")
+    concurrent = opt(cfg, "max_concurrent_transforms") or 1
+    if not isinstance(payload, int) or payload < 1 or payload * concurrent > MAX_PAYLOAD_MB:
+        raise LaunchError(
+            f"max_payload_mb={payload} (x max_concurrent_transforms={concurrent}) must be a whole number of MiB from "
+            f"1 to {MAX_PAYLOAD_MB} in total: SageMaker's limit for MaxPayloadInMB x MaxConcurrentTransforms."
+        )
+    if not str(opt(cfg, "output")).startswith("s3://"):
+        raise LaunchError(f"output={opt(cfg, 'output')} must be an S3 prefix, e.g. output=s3://<bucket>/cola/batch/.")
+    validate.bucket_name(parse_s3_uri(str(cfg.output))[0], setting="output")
+    role = str(opt(cfg.aws, "role") or "")
+    if role.startswith("arn:"):
+        validate.role_arn(role)
+    for key in ("job_name", "model_name"):
+        if opt(cfg, key):
+            check_name(str(opt(cfg, key)), key)
+
+
+def staging_uri(ctx: AwsContext, job: str, name: str, *, resolved: bool = False) -> str:
+    """Where a local input file is uploaded: s3://<bucket>/<prefix>/batch/<job>/input/<name>."""
+    bucket = ctx.bucket if resolved else (ctx.configured_bucket or f"sagemaker-{ctx.region}-<account>")
+    return s3_uri(str(bucket), ctx.prefix, "batch", job, "input", name)
+
+
+def model_name_for(cfg: DictConfig, digest: str, image: images.Image, env: dict[str, str]) -> str:
+    """One SageMaker Model per archive digest + serving image + environment: re-running re-uses it."""
+    if opt(cfg, "model_name"):
+        return str(cfg.model_name)
+    key = hashlib.sha256(json.dumps([digest, image.uri, env], sort_keys=True).encode()).hexdigest()
+    return f"{opt(cfg, 'base_name') or 'cola-bert-batch'}-{key[:16]}"
+
+
+def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Image, env: dict[str, str]) -> bool:
+    """Create the Model unless it exists with the same archive and image; True when it was created."""
+    sm = ctx.session.sagemaker_client
+    try:
+        with aws_errors(f"looking up model {name}"):
+            existing = sm.describe_model(ModelName=name)
+    except NotFound:
+        existing = None
+    if existing:
+        container = existing.get("PrimaryContainer") or {}
+        if (container.get("ModelDataUrl"), container.get("Image")) != (model_data, image.uri):
+            raise LaunchError(
+                f"Model {name} exists but serves {container.get('ModelDataUrl')} with {container.get('Image')}, "
+                f"not {model_data} with {image.uri}. Pass another model_name=, or remove it with: python -m "
+                f"launch.deploy action=delete model_name={name}"
+            )
+        info(f"Re-using model {name} (same archive and image)")
+        return False
+    import_sagemaker()
+    from sagemaker.pytorch import PyTorchModel
+
+    model = PyTorchModel(
+        model_data=model_data,
+        role=ctx.role,
+        entry_point=None,  # the archive's own code/inference.py: no repack
+        image_uri=image.uri,
+        framework_version=image.framework_version,
+        py_version=image.py_version,
+        env=env,
+        name=name,
+        sagemaker_session=ctx.session,
+    )
+    info(f"Creating model {name}")
+    with aws_errors(f"creating model {name}"):
+        model.create()
+    return True
+
+
+def summarise(out_file: Path, expected_lines: int | None) -> dict[str, Any]:
+    """Count the answers and their labels; warn when they do not match the input's line count."""
+    labels: collections.Counter[str] = collections.Counter()
+    count = 0
+    with open(out_file, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                labels[str(row.get("label_name", row.get("label")))] += 1
+                count += 1
+    console.out.print(f"[bold]{out_file}[/]: {count} predictions")
+    for label, n in labels.most_common():
+        info(f"  {label}: {n} ({n / max(count, 1):.1%})")
+    if expected_lines is not None and count != expected_lines:
+        console.warn(f"{out_file} has {count} answers for {expected_lines} input lines.")
+    return {"count": count, "labels": dict(labels), "file": str(out_file)}
+
+
+def execute(cfg: DictConfig) -> dict[str, Any]:
+    check_settings(cfg)
+    source, data = str(cfg.model_data), str(cfg.input)
+    artifact = None if source.startswith("s3://") else model_artifact.inspect_local(source)
+    local_input = None if data.startswith("s3://") else Path(data).expanduser()
+    if local_input is not None and not local_input.is_file():
+        raise LaunchError(f"input={data} does not exist (or is not a file): give a text file, one sentence per line.")
+    lines = check_input_file(local_input, int(cfg.max_payload_mb)) if local_input else None
+    ctx = connect(cfg.aws)
+    image = images.choose(ctx.region, str(cfg.instance_type), framework_version=opt(cfg, "framework_version"),
+                          py_version=opt(cfg, "py_version"), image_uri=opt(cfg, "image_uri"))  # fmt: skip
+    # The handler caps sentences per request (COLA_MAX_SENTENCES); a mini-batch holds up to max_payload_mb of
+    # lines of at least 2 bytes each.
+    env = serving_env(cfg) | {"COLA_MAX_SENTENCES": str((int(cfg.max_payload_mb) << 20) // 2)}
+    import_sagemaker()
+    from sagemaker.utils import name_from_base
+
+    job = str(opt(cfg, "job_name") or name_from_base("cola-bert-batch"))
+    output = str(cfg.output).rstrip("/")
+    input_name = local_input.name if local_input else Path(parse_s3_uri(data)[1]).name
+    rows: dict[str, Any] = {
+        "transform job": job,
+        "model": model_name_for(cfg, artifact.digest, image, env) if artifact else "cola-bert-batch-<archive digest>",
+        "image": f"{image.uri} ({image.reason})",
+        "model data": model_artifact.upload_uri(ctx, artifact) if artifact else source,
+        "input": f"{staging_uri(ctx, job, input_name)} ({lines} lines, uploaded from {local_input})"
+        if local_input
+        else data,
+        "output": f"{output}/{input_name}.out" if input_name else f"{output}/<input file>.out",
+        "request": {"ContentType": TRANSFORM["content_type"], "SplitType": TRANSFORM["split_type"],
+                    "BatchStrategy": TRANSFORM["strategy"], "MaxPayloadInMB": cfg.max_payload_mb,
+                    "AssembleWith": TRANSFORM["assemble_with"], "Accept": TRANSFORM["accept"]},  # fmt: skip
+        "instances": f"{cfg.instance_count} x {cfg.instance_type}",
+        "environment": env,
+        **ctx.describe(),
+        "wait": bool(cfg.wait),
+    }
+    if cfg.dry_run:
+        console.plan(f"Batch Transform {job}", rows, dry_run=True)
+        return {"dry_run": True, "rows": rows, "job_name": job}
+    console.plan(f"Batch Transform {job}", rows)
+    _ = ctx.role  # resolved (or refused) before anything is uploaded or created
+    if artifact is None:
+        artifact = model_artifact.inspect_s3(ctx, source)
+        model_data = source
+    else:
+        model_data = model_artifact.upload_once(ctx, artifact)
+    model_name = model_name_for(cfg, str(artifact.digest), image, env)
+    created = ensure_model(ctx, model_name, model_data, image, env)
+    if local_input:
+        input_uri = staging_uri(ctx, job, local_input.name, resolved=True)
+        info(f"Uploading {local_input} ({lines} lines) to {input_uri}")
+        bucket, key = parse_s3_uri(input_uri)
+        with aws_errors(f"uploading {local_input} to {input_uri}"):
+            ctx.client("s3").upload_file(str(local_input), bucket, key)
+    else:
+        input_uri = data
+    from sagemaker.transformer import Transformer
+
+    transformer = Transformer(
+        model_name=model_name,
+        instance_count=int(cfg.instance_count),
+        instance_type=str(cfg.instance_type),
+        strategy=TRANSFORM["strategy"],
+        assemble_with=TRANSFORM["assemble_with"],
+        output_path=output,
+        accept=TRANSFORM["accept"],
+        max_concurrent_transforms=opt(cfg, "max_concurrent_transforms"),
+        max_payload=int(cfg.max_payload_mb),
+        env=env,
+        sagemaker_session=ctx.session,
+    )
+    info(f"Starting transform job {job}")
+    with aws_errors(f"starting transform job {job}"):
+        transformer.transform(input_uri, data_type="S3Prefix", content_type=TRANSFORM["content_type"],
+                              split_type=TRANSFORM["split_type"], job_name=job, wait=False, logs=False)  # fmt: skip
+    result: dict[str, Any] = {"dry_run": False, "job_name": job, "model_name": model_name, "model_created": created,
+                              "input": input_uri, "output": f"{output}/{input_name}.out"}  # fmt: skip
+    logs = f"CloudWatch log group /aws/sagemaker/TransformJobs, streams {job}/*"
+    if not cfg.wait:
+        info(f"Status: aws sagemaker describe-transform-job --transform-job-name {job} --region {ctx.region}")
+        return result
+    info(f"Waiting for {job} ({logs})")
+    try:
+        with aws_errors(f"running transform job {job}"):
+            transformer.wait(logs=False)
+    except LaunchError as err:
+        raise type(err)(f"{err} Container logs: {logs}.") from None
+    finally:
+        console.out.print()  # the SDK's waiter prints progress marks without a newline
+    target_dir = Path(opt(cfg, "download_dir") or (local_input.parent if local_input else "."))
+    out_file = ctx.download(result["output"], target_dir)
+    result["summary"] = summarise(out_file, lines)
+    return result
+
+
+cli = exit_on_error(execute)
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="batch")
+def main(cfg: DictConfig) -> None:
+    cli(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Which SageMaker PyTorch serving image runs an exported archive (shared by `launch.deploy` and `launch.batch`).
+
+The versions come from the SDK's own image table (`sagemaker.image_uris.config_for_framework("pytorch")`), never
+from a list kept here. Without a pin the newest image the SDK offers for the region and processor is used: the
+handler (`code/inference.py`) targets it (torch 2.6 + Python 3.12 in SDK v2), and a TorchScript archive exported
+here with torch 2.13 was measured to load and serve under it with probabilities equal to 1e-6.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from launch.errors import LaunchError
+from launch.session import import_sagemaker
+
+# What was measured (sagemaker-contract.md): which export formats are known to load in an older container torch.
+VERIFIED_OLDER_TORCH = {
+    "torchscript": "a TorchScript archive exported with torch 2.13 was measured to load and serve under the torch "
+    "2.6 container with probabilities equal to 1e-6",
+    "onnx": "ONNX files are run by onnxruntime (pinned in code/requirements.txt), not by the container's torch",
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    uri: str
+    framework_version: str
+    py_version: str | None
+    reason: str
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(str(version)).release  # "2.13.0+cpu" -> (2, 13, 0)
+    except InvalidVersion:
+        return None
+    return tuple(release) + (0,) * (3 - len(release))
+
+
+def _py_key(py_version: str) -> tuple[int, int]:
+    digits = re.sub(r"\D", "", py_version or "")
+    return (int(digits[:1] or 0), int(digits[1:] or 0))
+
+
+def processor(instance_type: str | None) -> str:
+    """'gpu' for ml.g*/ml.p* instances, else 'cpu' (serverless endpoints are CPU)."""
+    if not instance_type:
+        return "cpu"
+    import_sagemaker()
+    from sagemaker.utils import get_instance_type_family
+
+    return "gpu" if get_instance_type_family(instance_type)[:1] in ("g", "p") else "cpu"
+
+
+def _scope(instance_type: str | None) -> str:
+    if not instance_type:
+        return "inference"
+    import_sagemaker()
+    from sagemaker.fw_utils import GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
+    from sagemaker.utils import get_instance_type_family
+
+    graviton = get_instance_type_family(instance_type) in GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
+    return "inference_graviton" if graviton else "inference"
+
+
+def available_versions(region: str, instance_type: str | None = None) -> dict[str, list[str]]:
+    """PyTorch serving versions SDK v2 offers in `region` for this instance type → py_versions, oldest first."""
+    import_sagemaker()
+    from packaging.version import Version
+    from sagemaker import image_uris
+
+    scope = _scope(instance_type)
+    config = image_uris.config_for_framework("pytorch")[scope]
+    wanted = processor(instance_type)
+    out: dict[str, list[str]] = {}
+    for version, vconf in config.get("versions", {}).items():
+        if region not in (vconf.get("registries") or {}):
+            continue
+        processors = config.get("processors") or vconf.get("processors")
+        if processors and wanted not in processors and scope != "inference_graviton":
+            continue
+        out[version] = sorted(vconf.get("py_versions") or [], key=_py_key)
+    return dict(sorted(out.items(), key=lambda kv: Version(kv[0])))
+
+
+def choose(
+    region: str,
+    instance_type: str | None,
+    *,
+    framework_version: str | None = None,
+    py_version: str | None = None,
+    image_uri: str | None = None,
+) -> Image:
+    """The serving image: `image_uri` as given, else the pinned `framework_version`, else the newest offered.
+
+    `instance_type=None` means serverless (CPU). An unsupported combination → LaunchError listing the SDK's versions.
+    """
+    versions = available_versions(region, instance_type)
+    if not versions:
+        raise LaunchError(
+            f"SageMaker SDK v2 offers no PyTorch serving image in {region} for {instance_type or 'serverless'}. "
+            "Pick another region (aws.region=...) or instance type, or pass your own image with "
+            "deploy.image_uri=<ECR URI>."
+        )
+    newest = list(versions)[-1]
+    fv = str(framework_version) if framework_version else None
+    py = str(py_version) if py_version else None
+    if image_uri:
+        return Image(str(image_uri), fv or newest, py, "custom image (image_uri)")
+    reason = "pinned (framework_version)" if fv else f"newest SageMaker SDK v2 offers in {region}"
+    fv = fv or newest
+    if py is None and versions.get(fv):
+        py = versions[fv][-1]
+    sm = import_sagemaker()
+    from sagemaker import image_uris
+    from sagemaker.serverless import ServerlessInferenceConfig
+
+    try:
+        uri = image_uris.retrieve(
+            "pytorch",
+            region,
+            version=fv,
+            py_version=py,
+            instance_type=instance_type,
+            image_scope="inference",
+            serverless_inference_config=None if instance_type else ServerlessInferenceConfig(),
+        )
+    except ValueError as err:
+        offered = ", ".join(f"{v} ({'/'.join(p)})" for v, p in versions.items())
+        raise LaunchError(
+            f"No PyTorch serving image for framework_version={fv} py_version={py} on "
+            f"{instance_type or 'serverless'} in {region} (SageMaker SDK {sm.__version__}: {err}). Offered here: "
+            f"{offered}. Pin one of them, or leave framework_version and py_version null for the newest."
+        ) from None
+    return Image(uri, fv, py, reason)
+
+
+def compatibility_note(manifest: dict | None, framework_version: str) -> str | None:
+    """A line for the plan when the archive was exported with a newer torch than the container's: what is verified."""
+    manifest = manifest or {}
+    exported, container = _release(manifest.get("torch_version") or ""), _release(framework_version)
+    if not exported or not container or exported <= container:
+        return None
+    fmt = str(manifest.get("format") or "torchscript")
+    verified = VERIFIED_OLDER_TORCH.get(fmt)
+    if verified:
+        return f"exported with torch {manifest['torch_version']}, container torch {framework_version}: {verified}."
+    return (
+        f"exported as {fmt} with torch {manifest['torch_version']}, container torch {framework_version}: loading "
+        f"{fmt} files in an older torch is not verified. Export with format=torchscript or format=onnx, or pass an "
+        "image with a newer torch (deploy.image_uri=<ECR URI>)."
+    )

@@ -1,0 +1,184 @@
+"""The model.tar.gz a SageMaker Model serves: check it, read its manifest, upload it once, or export a training job's.
+
+A local archive is unpacked with `cola_bert.inference.extract_tarball` and checked with `verify_artifact`, the same
+functions `cola_bert.serve` and `cola_bert.export` use: no `../` member, link or device, every file matching the
+sha256 its manifest.json records, and `code/inference.py` present (without it the PyTorch serving container falls
+back to default handlers that cannot serve a BERT classifier). An `s3://` archive is used as is; its manifest.json
+(written first by the export) is read by streaming the head of the object.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launch.console import info
+from launch.errors import LaunchError, NotFound, aws_errors
+from launch.session import AwsContext, parse_s3_uri, s3_uri
+
+ENTRY_POINT = "code/inference.py"
+MANIFEST = "manifest.json"
+EXPORT_HINT = "Export the model with `python -m cola_bert.export model_dir=RUN/model output_dir=OUT` and pass OUT."
+# For s3:// archives manifest.json is looked for in the first bytes of the stream only.
+S3_MANIFEST_BUDGET = 16 * 1024 * 1024
+
+
+@dataclass
+class Artifact:
+    """What is known about a model archive before a Model is created from it."""
+
+    source: str  # local path or s3:// URI
+    manifest: dict[str, Any] | None = None
+    digest: str | None = None  # sha256 of a local archive; S3: derived from URI + ETag at run time
+    size: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def local(self) -> bool:
+        return not self.source.startswith("s3://")
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest or {}
+        keys = ("format", "torch_version", "max_length", "label_names")
+        return {k: m.get(k) for k in keys} if m else {"manifest": "not read"}
+
+
+def local_archive_path(value: str) -> Path:
+    """`model_data` as a file: a directory holding model.tar.gz (an export's output_dir) stands for that file."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if (path / "model.tar.gz").is_file():
+            return path / "model.tar.gz"
+        raise LaunchError(f"model_data={value} is a directory without model.tar.gz. {EXPORT_HINT}")
+    if not path.is_file():
+        raise LaunchError(f"model_data={value} does not exist. {EXPORT_HINT}")
+    return path
+
+
+def inspect_local(value: str) -> Artifact:
+    """Unpack and verify a local archive exactly as `cola_bert.serve` would; any problem → LaunchError."""
+    from cola_bert import inference
+
+    path = local_archive_path(value)
+    with tempfile.TemporaryDirectory(prefix="cola-artifact-") as tmp:
+        try:
+            root = inference.extract_tarball(path, Path(tmp))
+            manifest = inference.verify_artifact(root)
+        except inference.ArtifactError as err:
+            raise LaunchError(f"model_data={path} cannot be deployed: {err}") from None
+        if not (root / ENTRY_POINT).is_file():
+            raise LaunchError(
+                f"model_data={path} has no {ENTRY_POINT}: the PyTorch serving container would fall back to its "
+                f"default handlers, which cannot serve a BERT classifier. {EXPORT_HINT}"
+            )
+    return Artifact(str(path), manifest, inference.sha256_file(path), path.stat().st_size)
+
+
+class _Budget(Exception):
+    pass
+
+
+class _HeadReader:
+    """File-like view of the first `budget` bytes of a stream (the head of an S3 object)."""
+
+    def __init__(self, body: Any, budget: int):
+        self.body, self.left = body, budget
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            raise _Budget
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.body.read(size)
+        self.left -= len(data)
+        return data
+
+
+def inspect_s3(ctx: AwsContext, uri: str, budget: int = S3_MANIFEST_BUDGET) -> Artifact:
+    """Read manifest.json from the head of an s3:// archive; the digest is taken from the URI and the ETag."""
+    import hashlib
+
+    bucket, key = parse_s3_uri(uri)
+    with aws_errors(f"reading {uri}"):
+        obj = ctx.client("s3").get_object(Bucket=bucket, Key=key)
+    artifact = Artifact(uri, size=obj.get("ContentLength"))
+    artifact.digest = hashlib.sha256(f"{uri}\n{obj.get('ETag', '')}".encode()).hexdigest()
+    body = obj["Body"]
+    try:
+        with tarfile.open(fileobj=_HeadReader(body, budget), mode="r|gz") as tar:
+            for member in tar:
+                if member.name.lstrip("./") == MANIFEST and member.isfile():
+                    handle = tar.extractfile(member)
+                    artifact.manifest = json.loads(handle.read()) if handle else None
+                    break
+    except _Budget:
+        artifact.notes.append(f"manifest.json is not within the first {budget >> 20} MiB of {uri}; not read.")
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise LaunchError(f"{uri} is not a readable model.tar.gz ({err}). {EXPORT_HINT}") from None
+    finally:
+        body.close()
+    if artifact.manifest is None and not artifact.notes:
+        raise LaunchError(f"{uri} has no manifest.json, so it was not written by cola_bert.export. {EXPORT_HINT}")
+    files = (artifact.manifest or {}).get("files")
+    if isinstance(files, dict) and ENTRY_POINT not in files:
+        raise LaunchError(
+            f"{uri} has no {ENTRY_POINT} according to its manifest.json: the serving container would fall back "
+            f"to default handlers that cannot serve a BERT classifier. {EXPORT_HINT}"
+        )
+    return artifact
+
+
+def upload_uri(ctx: AwsContext, artifact: Artifact, bucket: str | None = None) -> str:
+    """Where a local archive goes: s3://<bucket>/<prefix>/models/<sha256>/model.tar.gz (the bucket unresolved in
+    plans when aws.bucket is not set)."""
+    bucket = bucket or ctx.configured_bucket or f"sagemaker-{ctx.region}-<account>"
+    return s3_uri(str(bucket), ctx.prefix, "models", str(artifact.digest), "model.tar.gz")
+
+
+def upload_once(ctx: AwsContext, artifact: Artifact) -> str:
+    """Upload a local archive to `upload_uri` unless an object of the same sha256 and size is already there."""
+    assert artifact.local and artifact.digest
+    uri = upload_uri(ctx, artifact, ctx.bucket)
+    bucket, key = parse_s3_uri(uri)
+    s3 = ctx.client("s3")
+    try:
+        with aws_errors(f"checking {uri}"):
+            head = s3.head_object(Bucket=bucket, Key=key)
+    except NotFound:
+        head = None
+    if head and head.get("ContentLength") == artifact.size and head.get("Metadata", {}).get("sha256") == artifact.digest:
+        info(f"Model archive already uploaded: {uri} (same sha256)")
+        return uri
+    info(f"Uploading {artifact.source} ({artifact.size / 1e6:.1f} MB) to {uri}")
+    with aws_errors(f"uploading the model archive to {uri}"):
+        s3.upload_file(artifact.source, bucket, key, ExtraArgs={"Metadata": {"sha256": artifact.digest}})
+    return uri
+
+
+def export_training_job(ctx: AwsContext, job_name: str, workdir: Path, fmt: str = "torchscript") -> Artifact:
+    """Download a Completed training job's model artifact and export it with `cola_bert.export` here."""
+    try:
+        with aws_errors(f"describing training job {job_name}"):
+            desc = ctx.session.describe_training_job(job_name)
+    except NotFound:
+        raise NotFound(
+            f"Training job {job_name!r} was not found in {ctx.region}. List jobs with `aws sagemaker "
+            f"list-training-jobs --region {ctx.region}`, or pass model_data=<model.tar.gz or s3 URI>."
+        ) from None
+    status = desc.get("TrainingJobStatus")
+    uri = (desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    if status != "Completed" or not uri:
+        raise LaunchError(f"Training job {job_name} is {status}; only a Completed job's model can be deployed.")
+    info(f"Downloading {uri}")
+    local = ctx.download(uri, workdir / "job")
+    from cola_bert.export import ExportError, export_model
+
+    info(f"Exporting the model of {job_name} ({fmt})")
+    try:
+        out = export_model(local, workdir / "export", format=fmt)
+    except ExportError as err:
+        raise LaunchError(f"Exporting the model of training job {job_name} failed: {err}") from None
+    return inspect_local(str(out))
