@@ -138,42 +138,171 @@ def read_manifest(model_dir: PathLike) -> Dict[str, Any]:
     return manifest
 
 
-def _safe_relpath(rel: str) -> bool:
-    parts = Path(rel).parts
-    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
+def _safe_relpath(rel: Any) -> bool:
+    """A relative POSIX path that stays inside the artifact: a non-empty string, not absolute, no ``..``, no ``\\``."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    norm = posixpath.normpath(rel)
+    return not norm.startswith("/") and norm != "." and ".." not in norm.split("/")
+
+
+def _member_problem(member: tarfile.TarInfo) -> Optional[str]:
+    """Why ``member`` must not be unpacked, or None (plain files and directories inside the archive are fine)."""
+    name = posixpath.normpath(member.name.replace("\\", "/"))
+    if member.issym() or member.islnk():
+        return "a {} to {!r}".format("symbolic link" if member.issym() else "hard link", member.linkname)
+    if not (member.isfile() or member.isdir()):
+        return "a device, FIFO or other special file"
+    if name == ".":
+        return None if member.isdir() else "a file without a name"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if not _safe_relpath(name):
+        return "a path that leaves the archive ('..')"
+    return None
 
 
 def _safe_member(member: tarfile.TarInfo) -> bool:
     """A plain file or directory that stays inside the destination (``./x`` and ``.`` are fine)."""
-    name = posixpath.normpath(member.name.replace("\\", "/"))
-    if name == ".":
-        return member.isdir()
-    return (member.isfile() or member.isdir()) and _safe_relpath(name)
+    return _member_problem(member) is None
 
 
-def verify_artifact(model_dir: PathLike) -> Dict[str, Any]:
-    """Check every file listed in the manifest against its sha256; return the manifest.
+def check_archive_members(archive: tarfile.TarFile, origin: Any = None) -> List[tarfile.TarInfo]:
+    """Every member of an open ``model.tar.gz``, after refusing anything that is unsafe to unpack.
 
-    A missing, truncated or modified file raises ``ArtifactError`` naming it. Files under ``code/`` only warn: SageMaker
-    may legitimately repack ``code/`` (``PyTorchModel(entry_point=..., source_dir=...)``), and the running handler
-    checking its own hash would prove nothing.
+    The one archive-safety check used by the handler, ``cola_bert.serve``, ``cola_bert.export`` and the deploy
+    launcher: links, devices, absolute paths, ``..`` and a file stored twice (a later copy would silently replace the
+    one a scanner looked at) raise ``ArtifactError`` naming the member.
     """
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
+    origin = origin or getattr(archive, "name", None) or "the archive"
+    members = archive.getmembers()
+    seen = set()
+    for member in members:
+        problem = _member_problem(member)
+        if problem is not None:
+            raise ArtifactError(
+                "{} contains {!r}, which is {}; only plain files and directories inside the archive are unpacked. "
+                "Refusing the archive: re-export it with `python -m cola_bert.export`.".format(
+                    origin, member.name, problem
+                )
+            )
+        if member.isfile():
+            name = posixpath.normpath(member.name.replace("\\", "/"))
+            if name in seen:
+                raise ArtifactError(
+                    "{} contains {!r} twice; the second copy would replace the first when unpacked. Refusing the "
+                    "archive: re-export it with `python -m cola_bert.export`.".format(origin, member.name)
+                )
+            seen.add(name)
+    return members
+
+
+def artifact_path(model_dir: PathLike, rel: Any, what: str = "file") -> Path:
+    """``model_dir/rel`` after checking that ``rel`` is relative, has no ``..`` and no symlink leads outside."""
+    if not _safe_relpath(rel):
+        raise ArtifactError(
+            "{} names the {} {!r}, which is not a relative path inside the artifact (absolute paths and '..' are "
+            "refused): the manifest was edited or is corrupt. Refusing the artifact; re-export the model.".format(
+                Path(model_dir) / MANIFEST_NAME, what, rel
+            )
+        )
+    root = Path(model_dir).resolve()
+    path = Path(model_dir) / posixpath.normpath(rel)
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ArtifactError(
+            "Artifact {} {} is a symbolic link to {}, outside {}. Refusing the artifact: replace the link with the "
+            "file itself or re-export the model.".format(what, rel, resolved, model_dir)
+        )
+    return path
+
+
+def _listed_files(model_dir: Path, manifest: Dict[str, Any]) -> Dict[str, str]:
+    """The manifest's ``files`` ({relative path: sha256}) with every path checked and normalised."""
     files = manifest["files"]
+    where = model_dir / MANIFEST_NAME
     if not isinstance(files, dict) or manifest["model_file"] not in files:
         raise ArtifactError(
             "{}: `files` does not list the model file {!r}; the artifact is corrupt; re-export it.".format(
-                model_dir / MANIFEST_NAME, manifest["model_file"]
+                where, manifest["model_file"]
             )
         )
-    for rel, expected in sorted(files.items()):
-        if not _safe_relpath(rel):
-            raise ArtifactError("{} lists an unsafe path {!r}; refusing the artifact.".format(MANIFEST_NAME, rel))
+    listed = {}
+    for rel, digest in files.items():
+        artifact_path(model_dir, rel, "file")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ArtifactError(
+                "{} records {!r} for {}, not a sha256 hex digest: the manifest is corrupt; re-export the "
+                "model.".format(where, digest, rel)
+            )
+        listed[posixpath.normpath(rel)] = digest
+    return listed
+
+
+def tokenizer_file(model_dir: PathLike, manifest: Dict[str, Any]) -> Path:
+    """The manifest's ``tokenizer.file``, path-checked and required to be one of the hashed ``files``."""
+    model_dir = Path(model_dir)
+    tokenizer = manifest.get("tokenizer") or {}
+    name = tokenizer.get("file", "tokenizer.json") if isinstance(tokenizer, dict) else tokenizer
+    path = artifact_path(model_dir, name, "tokenizer.file")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or posixpath.normpath(name) not in {posixpath.normpath(k) for k in files}:
+        raise ArtifactError(
+            "{}: tokenizer.file {!r} is not among the hashed `files`, so it cannot be verified. Refusing the "
+            "artifact; re-export the model.".format(model_dir / MANIFEST_NAME, name)
+        )
+    return path
+
+
+def _unlisted_files(model_dir: Path, listed: Dict[str, str]) -> List[str]:
+    """Files (and directory symlinks) under ``model_dir`` that the manifest does not list, manifest.json aside."""
+    unlisted = []
+    for root, dirs, names in os.walk(str(model_dir)):  # does not follow directory symlinks
+        base = Path(root).relative_to(model_dir).as_posix()
+        prefix = "" if base == "." else base + "/"
+        for name in [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            unlisted.append(prefix + name)
+            dirs.remove(name)
+        unlisted.extend(prefix + name for name in names if prefix + name not in listed)
+    return sorted(rel for rel in unlisted if rel != MANIFEST_NAME)
+
+
+def verify_artifact(model_dir: PathLike, strict: bool = False) -> Dict[str, Any]:
+    """Check the artifact directory against its manifest; return the manifest.
+
+    Always: every path in ``files`` and ``tokenizer.file`` is relative, without ``..``, and no symlink leads outside
+    ``model_dir``; ``tokenizer.file`` is one of the hashed files; every listed file outside ``code/`` exists and
+    matches its sha256. A problem raises ``ArtifactError`` naming the file.
+
+    ``strict=False`` (the handler itself, inside SageMaker's container): files under ``code/`` that differ or are
+    missing only warn, because SageMaker may legitimately repack ``code/`` (``PyTorchModel(entry_point=...,
+    source_dir=...)``) and a handler checking its own hash would prove nothing.
+
+    ``strict=True`` (``cola_bert.serve`` and the deploy launcher, run by the installed package before anything from
+    the artifact is imported): ``code/`` is held to the same standard, and a file the manifest does not list
+    (``__pycache__`` included: Python may run cached bytecode instead of the verified source) is refused too.
+    """
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    listed = _listed_files(model_dir, manifest)
+    tokenizer_file(model_dir, manifest)
+    if strict:
+        unlisted = _unlisted_files(model_dir, listed)
+        if unlisted:
+            raise ArtifactError(
+                "Artifact file {} is not listed in {}{}: an exported artifact holds exactly the files its manifest "
+                "hashes, so this one was added afterwards. Refusing to load it; delete the file(s) or re-export the "
+                "model.".format(
+                    unlisted[0], MANIFEST_NAME,
+                    " (nor are {})".format(", ".join(unlisted[1:6]) + (", ..." if len(unlisted) > 6 else ""))
+                    if len(unlisted) > 1 else "",
+                )
+            )
+    for rel, expected in sorted(listed.items()):
         path = model_dir / rel
-        is_code = Path(rel).parts[0] == "code"
+        lenient = not strict and rel.split("/")[0] == "code"
         if not path.is_file():
-            if is_code:
+            if lenient:
                 logger.warning("artifact file %s listed in the manifest is missing (SageMaker repack?)", rel)
                 continue
             raise ArtifactError(
@@ -182,7 +311,7 @@ def verify_artifact(model_dir: PathLike) -> Dict[str, Any]:
             )
         actual = sha256_file(path)
         if actual != expected:
-            if is_code:
+            if lenient:
                 logger.warning("%s differs from the exported version (sha256 %s, manifest %s)", rel, actual, expected)
                 continue
             raise ArtifactError(
@@ -194,25 +323,19 @@ def verify_artifact(model_dir: PathLike) -> Dict[str, Any]:
     return manifest
 
 
-def extract_tarball(tar_path: PathLike, dest: PathLike) -> Path:
-    """Unpack a ``model.tar.gz`` safely (no absolute paths, ``..``, links or devices) into ``dest``."""
+def safe_extract(tar_path: PathLike, dest: PathLike) -> Path:
+    """Unpack a ``model.tar.gz`` into ``dest`` after ``check_archive_members`` (no links, devices, ``..``)."""
     tar_path, dest = Path(tar_path), Path(dest)
     if not tar_path.is_file():
         raise ArtifactError("{} does not exist or is not a file.".format(tar_path))
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(tar_path, "r:*") as archive:
-            members = archive.getmembers()
-            for member in members:
-                if not _safe_member(member):
-                    raise ArtifactError(
-                        "{} contains {!r}, which is not a plain file or directory inside the archive; refusing "
-                        "to unpack it.".format(tar_path, member.name)
-                    )
+        with tarfile.open(str(tar_path), "r:*") as archive:
+            members = check_archive_members(archive, tar_path)
             if hasattr(tarfile, "data_filter"):
-                archive.extractall(dest, members=members, filter="data")
+                archive.extractall(str(dest), members=members, filter="data")
             else:  # pragma: no cover - Python < 3.8.17 / 3.11.4
-                archive.extractall(dest, members=members)
+                archive.extractall(str(dest), members=members)
     except ArtifactError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:
@@ -221,6 +344,22 @@ def extract_tarball(tar_path: PathLike, dest: PathLike) -> Path:
             "again.".format(tar_path, type(err).__name__, err)
         ) from err
     return dest
+
+
+extract_tarball = safe_extract  # the older name, kept for callers
+
+
+def verify_tarball(tar_path: PathLike, dest: Optional[PathLike] = None) -> Dict[str, Any]:
+    """Unpack ``model.tar.gz`` safely (into ``dest`` or a temporary directory) and ``verify_artifact(strict=True)``.
+
+    What the deploy launcher runs on a local artifact before uploading it; returns the manifest.
+    """
+    import tempfile
+
+    if dest is not None:
+        return verify_artifact(safe_extract(tar_path, dest), strict=True)
+    with tempfile.TemporaryDirectory(prefix="cola-verify-") as tmp:
+        return verify_artifact(safe_extract(tar_path, tmp), strict=True)
 
 
 # --------------------------------------------------------------------------------------------------------- runners
@@ -397,8 +536,7 @@ class ColaModel(object):
 def load_tokenizer(model_dir: Path, manifest: Dict[str, Any]) -> Any:
     from tokenizers import Tokenizer
 
-    name = (manifest.get("tokenizer") or {}).get("file", "tokenizer.json")
-    path = model_dir / name
+    path = tokenizer_file(model_dir, manifest)  # path-checked, and one of the hashed files
     if not path.is_file():
         raise ArtifactError("{} is missing: the artifact has no fast-tokenizer file; re-export it.".format(path))
     tokenizer = Tokenizer.from_file(str(path))
@@ -539,6 +677,12 @@ def _parse_json(text: str) -> Dict[str, Any]:
         raise RequestError(400, "Empty request body. Send a JSON string, a list of strings or {\"inputs\": [...]}.")
     try:
         payload = json.loads(text)
+    except RecursionError:
+        raise RequestError(
+            400,
+            "The JSON body is nested too deeply to parse. Send a JSON string, a list of strings or "
+            "{\"inputs\": [...]} (at most three levels deep).",
+        ) from None
     except ValueError as err:
         raise RequestError(
             400,
@@ -687,7 +831,8 @@ def transform(model: ColaModel, body: Any, content_type: Optional[str], accept: 
 
 
 __all__ = [
-    "ArtifactError", "ColaModel", "LocalInferenceError", "RequestError", "Runner", "extract_tarball",
+    "ArtifactError", "ColaModel", "LocalInferenceError", "RequestError", "Runner", "artifact_path",
+    "check_archive_members", "extract_tarball", "safe_extract", "tokenizer_file", "verify_tarball",
     "input_fn", "load_artifact", "load_hf_runner", "load_runner", "model_fn", "output_fn", "predict_fn",
     "read_manifest", "select_accept", "sha256_file", "transform", "verify_artifact",
 ]

@@ -4,29 +4,46 @@
     curl -s localhost:8080/ping
     curl -s localhost:8080/invocations -H 'Content-Type: application/json' -d '["The cat sat on the mat."]'
 
-``GET /ping`` answers 200 once the model is loaded (it is loaded before the port opens). ``POST /invocations`` runs
-``input_fn → predict_fn → output_fn`` in a worker thread, honouring ``Content-Type`` and ``Accept`` like the
-SageMaker PyTorch inference toolkit (JSON and CSV bodies are decoded to ``str``, others stay ``bytes``; a missing or
-``*/*`` Accept means ``$SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` or application/json). Handler errors that carry a
-4xx/5xx ``status_code`` keep it; anything else is a 500. Bodies above ``--max-body-bytes`` (6 MiB, SageMaker's
-real-time payload limit) get 413. SIGTERM/SIGINT: finish in-flight requests, exit 0.
+Before anything from the artifact is imported, the installed (trusted) ``cola_bert.inference`` unpacks it safely and
+verifies it strictly: every file its manifest lists, ``code/`` included, matches its sha256, ``tokenizer.file`` is a
+hashed path inside the artifact, and no unlisted file is present. Only then is the verified source of
+``code/inference.py`` executed (never cached bytecode) and its ``model_fn`` called. ``GET /ping`` answers 200 once the
+model is loaded (before the port opens).
+
+``POST /invocations`` runs ``input_fn → predict_fn → output_fn`` in a pool of worker threads, honouring
+``Content-Type`` and ``Accept`` like the SageMaker PyTorch inference toolkit (JSON and CSV bodies are decoded to
+``str``, others stay ``bytes``; a missing or ``*/*`` Accept means ``$SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` or
+application/json). Handler errors that carry a 4xx/5xx ``status_code`` keep it; anything else is a 500 with the
+exception's message, and the server keeps serving. Bodies above ``--max-body-bytes`` (6 MiB, SageMaker's real-time
+payload limit) get 413: the rest of the body is read and discarded (up to ``DISCARD_BYTES`` more) so that clients
+which write the whole body before reading the answer see the 413, not a connection reset; a client that sends
+``Expect: 100-continue`` gets the 413 without sending the body. A request not answered within
+``--request-timeout`` seconds of its arrival gets 504.
+
+SIGTERM/SIGINT: stop accepting connections, finish in-flight requests for up to ``--graceful-timeout`` seconds
+(default: the request timeout plus a margin, so every queued request gets its answer), log each request dropped
+when that runs out, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
-import importlib.util
+import itertools
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,32 +58,49 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 MAX_BODY_ENV = "COLA_SERVE_MAX_BODY_BYTES"
+DISCARD_BYTES = 64 * 1024 * 1024  # read and drop up to this much of an oversized body so the client sees the 413
+DEFAULT_REQUEST_TIMEOUT = 60.0  # SageMaker real-time endpoints answer within 60 s or the client gets an error
+GRACE_MARGIN = 5.0  # seconds on top of the request timeout for the last answers to be written
 UTF8_TYPES = ("application/json", "text/csv")  # sagemaker_inference.content_types.UTF8_TYPES
+HANDLER_FILE = "code/inference.py"
+HANDLER_API = ("model_fn", "input_fn", "predict_fn", "output_fn")
 
 
 class ServeError(RuntimeError):
     """The endpoint cannot start; the message says why."""
 
 
-def load_handler(model_dir: Path) -> types.ModuleType:
-    """The artifact's ``code/inference.py`` (what SageMaker would import), else the installed cola_bert.inference."""
-    path = model_dir / "code" / "inference.py"
+def load_handler(model_dir: Path, manifest: dict[str, Any]) -> types.ModuleType:
+    """The artifact's ``code/inference.py`` (what SageMaker would import), else the installed cola_bert.inference.
+
+    The source is read once, checked against the manifest's sha256 and executed from those very bytes: no bytecode
+    cache is read or written, and a file swapped after verification is not picked up.
+    """
+    path = model_dir / HANDLER_FILE
     if not path.is_file():
-        log.warning("%s has no code/inference.py; using the installed cola_bert.inference", model_dir)
+        log.warning("%s has no %s; using the installed cola_bert.inference", model_dir, HANDLER_FILE)
         return package_handler
-    name = "cola_artifact_inference_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    if digest != manifest["files"].get(HANDLER_FILE):
+        raise package_handler.ArtifactError(
+            f"Artifact file {HANDLER_FILE} changed while the endpoint was starting (sha256 {digest}, manifest "
+            f"{manifest['files'].get(HANDLER_FILE)}); refusing to run it."
+        )
+    name = "cola_artifact_inference_" + digest[:16]
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    module = types.ModuleType(name, "code/inference.py of a cola-bert artifact")
+    module.__file__ = str(path)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name while it executes
     try:
-        spec.loader.exec_module(module)
-    except Exception:
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - verified source
+    except BaseException:
         del sys.modules[name]
         raise
-    for required in ("model_fn", "input_fn", "predict_fn", "output_fn"):
+    for required in HANDLER_API:
         if not callable(getattr(module, required, None)):
+            del sys.modules[name]
             raise ServeError(f"{path} does not define {required}(); it is not a SageMaker inference handler.")
     return module
 
@@ -88,8 +122,8 @@ class Endpoint:
         if source.is_file():
             tmpdir = Path(tempfile.mkdtemp(prefix="cola-serve-"))
             try:
-                model_dir = package_handler.extract_tarball(source, tmpdir)
-            except Exception:
+                model_dir = package_handler.safe_extract(source, tmpdir)
+            except BaseException:
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 raise
         elif source.is_dir():
@@ -103,9 +137,11 @@ class Endpoint:
                 "written by `python -m cola_bert.export`."
             )
         try:
-            handler = load_handler(model_dir)
+            # The installed package verifies the whole artifact before a single line of it is imported.
+            manifest = package_handler.verify_artifact(model_dir, strict=True)
+            handler = load_handler(model_dir, manifest)
             model = handler.model_fn(str(model_dir))
-        except Exception:
+        except BaseException:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             raise
@@ -145,24 +181,56 @@ def _status_of(err: BaseException) -> int | None:
     return status if isinstance(status, int) and 400 <= status <= 599 else None
 
 
-def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, inference_threads: int = 1):
+@dataclass
+class InFlight:
+    """One admitted invocation, for the log when a shutdown drops it."""
+
+    number: int
+    client: str
+    size: int
+    content_type: str | None
+    arrived: float
+    state: str = "queued behind other requests"
+
+    def describe(self) -> str:
+        age = time.monotonic() - self.arrived
+        return (f"request #{self.number} from {self.client} ({self.size} bytes, {self.content_type or 'no type'}; "
+                f"{self.state}; arrived {age:.1f} s ago)")
+
+
+def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, inference_threads: int = 1,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT, graceful_timeout: float | None = None,
+               discard_bytes: int = DISCARD_BYTES):
     """The FastAPI app; model inference runs in a pool of ``inference_threads`` threads, off the event loop."""
     executor = ThreadPoolExecutor(max_workers=max(1, inference_threads), thread_name_prefix="cola-infer")
+    in_flight: dict[int, InFlight] = {}
+    numbers = itertools.count(1)
+    grace = graceful_timeout if graceful_timeout is not None else request_timeout + GRACE_MARGIN
 
     @asynccontextmanager
     async def lifespan(app):
         try:
             yield
         finally:
-            executor.shutdown(wait=True)
+            # Off the event loop, so answers of requests being dropped can still be written meanwhile.
+            await asyncio.to_thread(functools.partial(executor.shutdown, wait=True, cancel_futures=True))
             endpoint.close()
 
     app = FastAPI(title="cola-bert local endpoint", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.endpoint = endpoint
+    app.state.in_flight = in_flight
 
     def _error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
+
+    def _too_large(size: str) -> JSONResponse:
+        return _error(413, f"Request body of {size} exceeds the {max_body_bytes}-byte limit; send fewer sentences "
+                           "per request.")
+
+    def _run(entry: InFlight, body: bytes, content_type: str | None, accept: str | None) -> tuple[Any, str]:
+        entry.state = f"running in thread {threading.current_thread().name}"
+        return endpoint.invoke(body, content_type, accept)
 
     # Plain Starlette routes (FastAPI's add_route): no request validation or dependency solving per call.
     async def ping(request: Request) -> Response:
@@ -174,30 +242,53 @@ def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 
     async def invocations(request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error(413, f"Request body of {declared} bytes exceeds the {max_body_bytes}-byte limit; "
-                               "send fewer sentences per request.")
+        declared_size = int(declared) if declared is not None and declared.isdigit() else None
+        if declared_size is not None and declared_size > max_body_bytes:
+            waits_for_continue = "100-continue" in request.headers.get("expect", "").lower()
+            if waits_for_continue or declared_size > max_body_bytes + discard_bytes:
+                # The client sends nothing before a 100 Continue, or the body is too big to drain: answer now.
+                return _too_large(f"{declared_size} bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        async for chunk in request.stream():  # past the limit: keep reading, drop the bytes, answer 413 at the end
             size += len(chunk)
-            if size > max_body_bytes:
-                return _error(413, f"Request body exceeds the {max_body_bytes}-byte limit; send fewer sentences "
-                                   "per request.")
-            chunks.append(chunk)
+            if size <= max_body_bytes:
+                chunks.append(chunk)
+            elif size > max_body_bytes + discard_bytes:
+                break
+        if size > max_body_bytes:
+            return _too_large(f"{declared_size} bytes" if declared_size is not None else "more than that")
         body = b"".join(chunks)
         content_type = request.headers.get("content-type")
-        accept = request.headers.get("accept")
+        client = f"{request.client.host}:{request.client.port}" if request.client else "unknown client"
+        entry = InFlight(next(numbers), client, size, content_type, time.monotonic())
+        in_flight[entry.number] = entry
+        log.debug("admitted %s", entry.describe())
         loop = asyncio.get_running_loop()
         try:
-            payload, media_type = await loop.run_in_executor(executor, endpoint.invoke, body, content_type, accept)
+            work = loop.run_in_executor(executor, _run, entry, body, content_type, request.headers.get("accept"))
+            payload, media_type = await asyncio.wait_for(work, request_timeout)
+        except asyncio.TimeoutError:
+            log.error("%s timed out after %g s (--request-timeout)", entry.describe(), request_timeout)
+            return _error(504, f"The request was not answered within {request_timeout:g} s (--request-timeout); "
+                               "send fewer sentences per request or raise the timeout.")
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still in flight when the graceful shutdown period runs out.
+            log.error("graceful shutdown period of %g s ran out (--graceful-timeout): dropped %s", grace,
+                      entry.describe())
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python >= 3.11: answer instead of dying
+                task.uncancel()
+            return _error(503, "The endpoint shut down before this request was answered; send it again.")
         except Exception as err:  # noqa: BLE001 - mapped to a status like SageMaker's toolkit does
             status = _status_of(err)
             if status is None:
-                log.exception("invocation failed")
+                log.exception("%s failed", entry.describe())
                 return _error(500, f"{type(err).__name__}: {err}")
             if status >= 500:
-                log.error("invocation failed with %d: %s", status, getattr(err, "message", err))
+                log.error("%s failed with %d: %s", entry.describe(), status, getattr(err, "message", err))
             return _error(status, str(getattr(err, "message", None) or err))
+        finally:
+            in_flight.pop(entry.number, None)
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         return Response(content=payload, media_type=media_type)
@@ -215,11 +306,11 @@ class _Server:
     with a no-op handler installed first, that re-raise lands on it and ``main`` returns normally.
     """
 
-    def __init__(self, app, host: str, port: int, log_level: str, access_log: bool):
+    def __init__(self, app, host: str, port: int, log_level: str, access_log: bool, graceful_timeout: float):
         import uvicorn
 
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                                timeout_graceful_shutdown=30, lifespan="on")
+                                timeout_graceful_shutdown=graceful_timeout, lifespan="on")
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:
@@ -248,11 +339,19 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"413 above this (default 6 MiB, SageMaker's limit; env {MAX_BODY_ENV})")
     parser.add_argument("--threads", type=int, default=1,
                         help="inference worker threads (default 1: torch already uses every core per request)")
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
+                        help="seconds from arrival until a request gets 504 (default 60, as SageMaker)")
+    parser.add_argument("--graceful-timeout", type=float, default=None,
+                        help="seconds SIGTERM waits for in-flight requests (default: request timeout + "
+                             f"{GRACE_MARGIN:g}, enough for every queued request to be answered)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if args.max_body_bytes < 1 or args.threads < 1:
         parser.error("--max-body-bytes and --threads must be positive")
+    if not args.request_timeout > 0 or (args.graceful_timeout is not None and not args.graceful_timeout >= 0):
+        parser.error("--request-timeout must be positive and --graceful-timeout zero or more (seconds)")
+    grace = args.graceful_timeout if args.graceful_timeout is not None else args.request_timeout + GRACE_MARGIN
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -261,16 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ServeError, package_handler.ArtifactError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - the handler module's own ArtifactError class, load failures
+    except Exception as err:  # noqa: BLE001 - the artifact handler's own ArtifactError class, load failures
         if type(err).__name__ in ("ArtifactError", "ServeError"):
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise
-    log.info("serving %s model from %s on http://%s:%d", getattr(endpoint.model, "backend", "?"),
-             endpoint.model_dir, args.host, args.port)
-    app = create_app(endpoint, max_body_bytes=args.max_body_bytes, inference_threads=args.threads)
+    log.info("serving %s model from %s on http://%s:%d (graceful shutdown period %g s)",
+             getattr(endpoint.model, "backend", "?"), endpoint.model_dir, args.host, args.port, grace)
+    app = create_app(endpoint, max_body_bytes=args.max_body_bytes, inference_threads=args.threads,
+                     request_timeout=args.request_timeout, graceful_timeout=grace)
     try:
-        _Server(app, args.host, args.port, args.log_level, args.access_log).run()
+        _Server(app, args.host, args.port, args.log_level, args.access_log, grace).run()
     except ServeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
