@@ -86,14 +86,19 @@ def ensure_cola(data_dir: Path, url: str, sha256: str, archive: str | os.PathLik
     data_dir.mkdir(parents=True, exist_ok=True)
     extracted = data_dir / EXTRACTED_NAME
     stamp = extracted / ".sha256"
-    if stamp.is_file() and stamp.read_text().strip() == sha256.lower():
-        return extracted
+    extracted_ok = stamp.is_file() and stamp.read_text().strip() == sha256.lower()
 
     downloaded = False
     if archive is not None:
+        # An archive named on purpose is checked every time, even when a verified copy is already extracted.
         source = Path(archive).expanduser()
         if not source.is_file():
             raise ArchiveError(f"data.archive={archive} does not exist. Give the path of {ARCHIVE_NAME}.")
+        verify(source, sha256)
+        if extracted_ok:
+            return extracted
+    elif extracted_ok:
+        return extracted
     else:
         source = data_dir / ARCHIVE_NAME
         if not source.is_file():

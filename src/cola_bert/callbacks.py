@@ -1,11 +1,11 @@
-"""Callbacks: one plain line per epoch (readable in CloudWatch, matched by SageMaker metric regexes),
+"""Callbacks: a run header, one plain line per epoch (readable in CloudWatch, matched by SageMaker metric regexes),
 per-epoch history for plots and metrics.json, and training throughput that excludes validation."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,50 @@ def format_epoch_line(epoch: int, metrics: dict[str, float]) -> str:
     parts = [f"epoch={epoch}"]
     parts += [f"{short}={metrics[key]:.6f}" for short, key in EPOCH_LINE_KEYS if key in metrics]
     return " ".join(parts)
+
+
+class RunHeader(pl.Callback):
+    """Prints what this run is, once, from rank 0 when fitting starts (the data is loaded by then):
+    run dir, model, precision, device, data sizes, schedule and the checkpoint it resumes from."""
+
+    def __init__(self, run_dir: str, model: str, precision: Callable[[pl.Trainer], str] | str, schedule: str = "",
+                 resume: str | None = None):
+        self.run_dir, self.model, self.precision, self.schedule, self.resume = run_dir, model, precision, schedule, resume
+        self.printed = False
+
+    @staticmethod
+    def data_sizes(datamodule: Any) -> str:
+        from cola_bert.data import DOMAINS
+
+        parts = []
+        for name, dataset in (getattr(datamodule, "datasets", None) or {}).items():
+            if dataset is None:
+                parts.append(f"{name} none")
+                continue
+            domains = getattr(dataset, "domains", None) or []
+            counts = [(d, sum(1 for x in domains if x == i)) for i, d in enumerate(DOMAINS)]
+            counts = [f"{d} {n}" for d, n in counts if n]
+            parts.append(f"{name} {len(dataset)}" + (f" ({', '.join(counts)})" if len(counts) > 1 else ""))
+        source = "own files" if getattr(datamodule, "uses_own_files", False) else (
+            f"CoLA, split={datamodule.hparams.split}" if hasattr(datamodule, "hparams") else ""
+        )
+        return ", ".join(parts) + (f" [{source}]" if source else "")
+
+    def lines(self, trainer: pl.Trainer) -> list[tuple[str, str]]:
+        precision = self.precision(trainer) if callable(self.precision) else self.precision
+        device = f"{type(trainer.accelerator).__name__.replace('Accelerator', '').lower()} x {trainer.num_devices}"
+        if trainer.num_nodes > 1:
+            device += f" x {trainer.num_nodes} nodes"
+        rows = [("run dir", self.run_dir), ("model", self.model), ("precision", precision), ("device", device),
+                ("data", self.data_sizes(trainer.datamodule)), ("schedule", self.schedule)]
+        rows.append(("resume", f"from {self.resume}" if self.resume else "no (a fresh run)"))
+        return [(k, v) for k, v in rows if v]
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.printed or not trainer.is_global_zero:
+            return
+        self.printed = True
+        print("\n".join(f"{key:<10} {value}" for key, value in self.lines(trainer)), flush=True)
 
 
 class EpochSummary(pl.Callback):

@@ -6,6 +6,7 @@ GLUE's CoLA validation set is in_domain_dev + out_of_domain_dev; we report both 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from cola_bert.archive import ensure_cola
 from cola_bert.backbone import LABEL_NAMES, load_tokenizer
+from cola_bert.config import ConfigError
 
 DOMAINS = ("in_domain", "out_of_domain")
 COLA_FILES = {name: f"raw/{name}.tsv" for name in ("in_domain_train", "in_domain_dev", "out_of_domain_dev")}
@@ -52,10 +54,24 @@ def _check(path: Path, line_no: int, sentence: str, label: str, domain: str, num
     return Example(sentence.strip(), value, domain)
 
 
+def read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark. Other encodings are refused with `file:line`."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_no = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataFormatError(
+            f"{path}:{line_no}: byte 0x{raw[err.start]:02x} (column {column}) is not UTF-8. Save the file as UTF-8, "
+            f"e.g. `iconv -f latin1 -t utf-8 {Path(path).name} > fixed.{Path(path).suffix.lstrip('.') or 'tsv'}`."
+        ) from None
+
+
 def read_cola_tsv(path: Path, domain: str = "in_domain", num_labels: int = 2) -> list[Example]:
     """The raw CoLA layout: source, label, original mark, sentence — tab-separated, no header, no quoting."""
     examples = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         for line_no, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line:
@@ -76,10 +92,10 @@ def read_labelled_file(path: str | os.PathLike, num_labels: int = 2) -> list[Exa
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file.")
-    with open(path, encoding="utf-8", newline="") as fh:
-        first = fh.readline().rstrip("\r\n")
+    text = read_text(path)
+    first = text.split("\n", 1)[0].rstrip("\r")
     if path.suffix.lower() == ".csv":
-        reader_kwargs: dict[str, Any] = {"delimiter": ","}
+        reader_kwargs: dict[str, Any] = {"delimiter": ",", "strict": True}
         header = next(csv.reader([first]), [])
     else:
         reader_kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
@@ -95,20 +111,36 @@ def read_labelled_file(path: str | os.PathLike, num_labels: int = 2) -> list[Exa
         )
     col = {name: columns.index(name) for name in ("sentence", "label", "domain") if name in columns}
     examples = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, **reader_kwargs)
-        next(reader)
-        for row in reader:
-            line_no = reader.line_num
-            if not row or row == [""]:
-                continue
-            if len(row) != len(columns):
-                raise DataFormatError(f"{path}:{line_no}: expected {len(columns)} columns, found {len(row)}.")
-            domain = row[col["domain"]] if "domain" in col else ""
-            examples.append(_check(path, line_no, row[col["sentence"]], row[col["label"]], domain, num_labels))
+    reader = csv.reader(io.StringIO(text, newline=""), **reader_kwargs)
+    next(reader)
+    while True:
+        line_no = reader.line_num + 1  # the row's first line in the file
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise DataFormatError(_quote_error(path, line_no, reader.line_num, str(err))) from None
+        if not row or row == [""]:
+            continue
+        if any("\n" in field or "\r" in field for field in row):
+            raise DataFormatError(_quote_error(path, line_no, reader.line_num, "a field runs over several lines"))
+        if len(row) != len(columns):
+            raise DataFormatError(f"{path}:{line_no}: expected {len(columns)} columns, found {len(row)}.")
+        domain = row[col["domain"]] if "domain" in col else ""
+        examples.append(_check(path, line_no, row[col["sentence"]], row[col["label"]], domain, num_labels))
     if not examples:
         raise DataFormatError(f"{path}: the file has no examples.")
     return examples
+
+
+def _quote_error(path: Path, start: int, end: int, detail: str) -> str:
+    where = f"lines {start}-{end}" if end > start else f"line {start}"
+    return (
+        f"{path}:{start}: a quoted field is not closed properly ({detail}, {where}). In CSV a field that starts "
+        'with " must end with " before the next comma or line end, and a " inside it is written "". Fix the '
+        "quoting on this line, or quote the whole sentence."
+    )
 
 
 def write_labelled_tsv(examples: Sequence[Example], path: Path) -> None:
@@ -135,7 +167,7 @@ def cola_splits(cola_dir: Path, split: str, val_fraction: float, seed: int, num_
         return {"train": train, "val": dev, "test": None}
     if split == "seed":
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction} must be between 0 and 1.")
+            raise ConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive).")
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         n_val = round(len(train) * val_fraction)
@@ -144,7 +176,7 @@ def cola_splits(cola_dir: Path, split: str, val_fraction: float, seed: int, num_
             "val": [train[i] for i in sorted(order[:n_val])],
             "test": dev,
         }
-    raise ValueError(f"data.split={split!r} is not one of: glue, seed.")
+    raise ConfigError(f"data.split={split!r} is not one of: glue, seed.")
 
 
 class TokenizedDataset(Dataset):
@@ -192,12 +224,12 @@ class CoLADataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         if (train_file is None) != (val_file is None):
-            raise ValueError(
+            raise ConfigError(
                 "Give both data.train_file and data.val_file (TSV/CSV with `sentence` and `label` columns), "
                 "or neither to use the official CoLA archive."
             )
         if max_length < 2:
-            raise ValueError(f"data.max_length={max_length} must be at least 2 ([CLS] and [SEP]).")
+            raise ConfigError(f"data.max_length={max_length} must be at least 2 ([CLS] and [SEP]).")
         self.num_labels = len(label_names)
         self.datasets: dict[str, TokenizedDataset | None] = {}
         self.tokenizer = None

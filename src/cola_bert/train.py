@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from transformers.utils import logging as hf_logging
 
 from cola_bert import plots, tracking
-from cola_bert.callbacks import EpochSummary
-from cola_bert.config import conf_dir
-
-log = logging.getLogger(__name__)
+from cola_bert import console
+from cola_bert.archive import ArchiveError
+from cola_bert.callbacks import EpochSummary, RunHeader
+from cola_bert.config import ConfigError, check_train_config, conf_dir
+from cola_bert.data import DataFormatError
+from cola_bert.precision import explain as explain_precision
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 hf_logging.disable_progress_bar()  # per-file save/load bars; Lightning's bar is the one that matters
@@ -38,19 +40,19 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in (group or {}).values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
+# Mistakes in what the user gave (files, archive, config values): one paragraph and exit 2, no traceback.
+USER_ERRORS = (ConfigError, ArchiveError, DataFormatError)
+
+
 def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
     """`last` → `<checkpoint_dir>/last.ckpt` when it exists (else start fresh); a path must exist."""
     if not ckpt_path:
         return None
     if ckpt_path == "last":
         last = checkpoint_dir / "last.ckpt"
-        if last.is_file():
-            log.info("Resuming from %s", last)
-            return str(last)
-        log.info("ckpt_path=last: no %s yet, starting from scratch", last)
-        return None
+        return str(last) if last.is_file() else None
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"ckpt_path={ckpt_path} does not exist. Give a checkpoint file (e.g. RUN/checkpoints/last.ckpt), or "
             "ckpt_path=last to resume from this run directory's last.ckpt when there is one."
         )
@@ -136,24 +138,66 @@ def write_run_outputs(
     return record
 
 
+def _is_automatic_precision(cfg: DictConfig) -> bool:
+    raw = OmegaConf.to_container(cfg.trainer, resolve=False).get("precision")
+    return isinstance(raw, str) and raw.replace(" ", "").startswith("${auto_precision:")
+
+
+def describe_model(cfg: DictConfig, module: Any) -> str:
+    """`all-MiniLM-L6-v2 (packaged), BertForSequenceClassification: 6 layers, hidden 384, 22.7M parameters, ...`"""
+    model = module.model
+    config = model.config
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.model.get("tiny"):
+        name, head = "tiny random BERT (model=tiny)", "random weights"
+    else:
+        from cola_bert.backbone import minilm_path
+
+        pretrained = str(cfg.model.pretrained)
+        name = "all-MiniLM-L6-v2 (packaged)" if Path(pretrained) == Path(minilm_path()) else pretrained
+        trained_head = any("ForSequenceClassification" in a for a in (config.architectures or []))
+        head = "classifier head from the checkpoint" if trained_head else "new classifier head"
+    return (
+        f"{name}, {type(model).__name__}: {getattr(config, 'num_hidden_layers', '?')} layers, hidden "
+        f"{getattr(config, 'hidden_size', '?')}, {params / 1e6:.1f}M parameters, {head} for {config.num_labels} labels"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, re-validate the best checkpoint, test when a test split exists, write outputs. Returns the metrics."""
-    pl.seed_everything(cfg.seed, workers=True)
+    console.quiet_libraries()
+    check_train_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.checkpoint_dir))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Plain containers (not DictConfig) so checkpoints hold only plain hyperparameters.
     datamodule = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="all")
     summary = EpochSummary(print_every_n_steps=cfg.get("print_every_n_steps", 0))
-    callbacks = [summary, *_instantiate_all(cfg.get("callbacks"))]
-    if not cfg.trainer.get("enable_progress_bar", True):
+    header = RunHeader(
+        run_dir=str(cfg.paths.output_dir),
+        model=describe_model(cfg, module),
+        precision=lambda trainer: explain_precision(
+            cfg.trainer.accelerator, str(trainer.precision), _is_automatic_precision(cfg)
+        ),
+        schedule=(
+            f"max_epochs {cfg.trainer.max_epochs}, max_steps {cfg.trainer.max_steps}, batch "
+            f"{cfg.data.batch_size}, lr {cfg.model.optimizer.get('lr')}, seed {cfg.seed}"
+        ),
+        resume=ckpt_path,
+    )
+    callbacks = [header, summary, *_instantiate_all(cfg.get("callbacks"))]
+    # A progress bar only on a terminal: captured output (a file, a pipe, CloudWatch) gets the per-epoch lines.
+    progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and console.is_terminal()
+    if not progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
     tracking.start(cfg, loggers)  # MLflow: experiment, sweep tags, the flattened config as params
     if not loggers:  # the learning-rate monitor only writes to loggers, and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.checkpoint_dir))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress_bar
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -186,9 +230,33 @@ def _print_summary(record: dict[str, Any], output_dir: str) -> None:
     Console().print(table)
 
 
+def _user_error(err: BaseException) -> BaseException | None:
+    """The known user error behind `err` (Hydra wraps errors raised while instantiating a config node)."""
+    while err is not None:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err = err.__cause__
+    return None
+
+
+def _single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    record = train(cfg)
+    try:
+        record = train(cfg)
+    except Exception as err:
+        # A sweep records the error per job (sweep_summary.csv); HYDRA_FULL_ERROR=1 asks for the traceback.
+        known = _user_error(err)
+        if known is None or not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(console.error_paragraph(known), file=sys.stderr, flush=True)
+        sys.exit(2)
     if os.environ.get("RANK", "0") == "0":
         _print_summary(record, cfg.paths.output_dir)
     value = record.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
