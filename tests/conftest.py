@@ -54,6 +54,56 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+# Verification shapes for test exports: small, but both ends of 1..max_length (the defaults are exercised once).
+QUICK_VERIFY = {"batch_sizes": [1, 8], "lengths": [1, 16, 128]}
+
+
+@pytest.fixture(scope="session")
+def exported_artifact(tiny_model_dir, tmp_path_factory):
+    """``exported_artifact(format="torchscript", quantize="none", **export_kwargs) -> OUT``: the tiny model exported
+    with ``cola_bert.export.export_model`` (OUT/model.tar.gz + OUT/model/), once per distinct settings per session.
+
+    Read-only: copy OUT/model before modifying anything in it.
+    """
+    cache: dict = {}
+
+    def get(format: str = "torchscript", quantize: str = "none", **kwargs) -> Path:  # noqa: A002
+        key = (format, quantize, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            from cola_bert.export import export_model
+
+            out = tmp_path_factory.mktemp(f"export_{format}_{quantize}")
+            export_model(tiny_model_dir, out, format=format, quantize=quantize, **{**QUICK_VERIFY, **kwargs})
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def eager(tiny_model_dir):
+    """The tiny model in eager mode: ``eager(sentences) -> logits``, plus ``.wrapper`` ((ids, mask) -> logits) and
+    ``.tokenizer`` (transformers), the reference every exported format is compared with."""
+    import types
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cola_bert.export import LogitsWrapper
+
+    wrapper = LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    class Eager(types.SimpleNamespace):
+        def __call__(self, sentences, max_length: int = 128):
+            enc = tokenizer(list(sentences), truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            with torch.inference_mode():
+                return wrapper(enc["input_ids"], enc["attention_mask"])
+
+    return Eager(wrapper=wrapper, tokenizer=tokenizer)
+
+
 @pytest.fixture
 def compose_train(tmp_path, cola_archive):
     """Compose conf/train.yaml like the CLI would, with outputs under tmp_path and the archive provisioned."""
@@ -75,5 +125,18 @@ def compose_train(tmp_path, cola_archive):
     return _compose
 
 
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model_dir, tmp_path_factory) -> Path:
+    """One real `cola_bert.export` of the tiny model per session (TorchScript, seconds): the directory holding
+    model.tar.gz and model/ (the same files unpacked). Shared by the serving, deploy and batch tests."""
+    from cola_bert.export import export_model
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    export_model(tiny_model_dir, out, batch_sizes=[1, 8], lengths=[1, 16, 128])
+    return out
+
+
 # moto server + botocore call spy, shared by the AWS tests.
-from moto_support import api_calls, clean_env, moto_env, moto_url  # noqa: E402,F401
+from moto_support import (  # noqa: E402,F401
+    api_calls, clean_env, handler_container, moto_env, moto_url, sdk_waits_without_sleeping,
+)  # fmt: skip
