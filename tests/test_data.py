@@ -80,6 +80,64 @@ def test_user_file_errors(tmp_path, name, content, message):
         read_labelled_file(write(tmp_path / name, content))
 
 
+@pytest.mark.parametrize("name", ["bom.csv", "bom.tsv"])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, name):
+    sep = "," if name.endswith(".csv") else "\t"
+    path = tmp_path / name
+    path.write_bytes(f"\ufeffsentence{sep}label\nIt works.{sep}1\n".encode("utf-8"))
+    assert [(e.sentence, e.label) for e in read_labelled_file(path)] == [("It works.", 1)]
+
+
+def test_a_byte_order_mark_in_raw_cola_is_accepted(tmp_path):
+    path = tmp_path / "raw.tsv"
+    path.write_bytes("\ufeffgj04\t1\t\tOne.\n".encode("utf-8"))
+    assert [e.sentence for e in read_cola_tsv(path)] == ["One."]
+
+
+@pytest.mark.parametrize("name", ["latin.csv", "latin.tsv", "raw.tsv"])
+def test_non_utf8_bytes_are_refused_with_file_and_line(tmp_path, name):
+    rows = ["gj04\t1\t\tFine.", "gj04\t1\t\tAlso fine.", "gj04\t0\t*\tCaf\xe9 au lait."] if name == "raw.tsv" else [
+        "sentence,label", "Fine.,1", "Also fine.,1", "Caf\xe9 au lait.,0"]
+    if name == "latin.tsv":
+        rows = [r.replace(",", "\t") for r in rows]
+    path = tmp_path / name
+    path.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    reader = read_cola_tsv if name == "raw.tsv" else read_labelled_file
+    line, column = len(rows), rows[-1].index("\xe9") + 1
+    with pytest.raises(DataFormatError, match=rf"^{path}:{line}: byte 0xe9 \(column {column}\) is not UTF-8.*iconv"):
+        reader(path)
+
+
+def _rows(n: int) -> list[str]:
+    return [f"Sentence number {i}.,{i % 2}" for i in range(n)]
+
+
+def test_an_unterminated_quote_is_refused_not_merged_into_the_next_row(tmp_path):
+    """21 rows, one with an opening quote that is never closed: an error at its line, not 20 examples."""
+    rows = _rows(21)
+    rows[7] = '"He said, hello.,1'  # file line 9 (after the header)
+    path = write(tmp_path / "q.csv", "sentence,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError, match=rf"^{path}:9: a quoted field is not closed"):
+        read_labelled_file(path)
+
+
+def test_a_quote_closed_on_a_later_line_is_refused(tmp_path):
+    rows = _rows(21)
+    rows[3] = '"Two lines merged,1'
+    rows[4] = 'into one sentence.",0'  # closes the quote: the csv module alone would return one merged row
+    path = write(tmp_path / "q.csv", "sentence,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError, match=rf"^{path}:5: a quoted field .*lines 5-6"):
+        read_labelled_file(path)
+
+
+def test_well_quoted_csv_still_reads_every_row(tmp_path):
+    rows = _rows(21)
+    rows[7] = '"He said ""hello"", then left.",1'
+    path = write(tmp_path / "q.csv", "sentence,label\n" + "\n".join(rows) + "\n")
+    examples = read_labelled_file(path)
+    assert len(examples) == 21 and examples[7].sentence == 'He said "hello", then left.'
+
+
 def test_written_channel_file_reads_back(tmp_path):
     examples = read_cola_tsv(write(tmp_path / "x.tsv", 'a\t1\t\tA "quoted, one.\nb\t0\t*\tTwo.\n'))
     out = tmp_path / "channel" / "train.tsv"
@@ -123,6 +181,17 @@ def test_archive_found_in_data_dir_then_cached(cola_archive, tmp_path, monkeypat
     assert (first / "raw" / "in_domain_train.tsv").is_file()
     monkeypatch.setattr(archive_mod, "extract", lambda *a: pytest.fail("re-extracted a verified dataset"))
     assert ensure_cola(data_dir, URL, SHA) == first
+
+
+def test_an_explicit_archive_is_verified_even_when_already_extracted(cola_archive, tmp_path):
+    data_dir = tmp_path / "data"
+    ensure_cola(data_dir, URL, SHA, archive=cola_archive)
+    bad = tmp_path / "other.zip"
+    bad.write_bytes(cola_archive.read_bytes()[:-10])
+    with pytest.raises(ArchiveError, match=f"{bad} has sha256 .*expected {SHA}"):
+        ensure_cola(data_dir, URL, SHA, archive=bad)
+    with pytest.raises(ArchiveError, match="does not exist"):
+        ensure_cola(data_dir, URL, SHA, archive=tmp_path / "missing.zip")
 
 
 def test_offline_without_archive_explains_where_to_put_it(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
-"""The LightningModule: it learns, it decays the right parameters, and its schedule steps per optimizer step."""
+"""The LightningModule: it learns, it decays the right parameters, its schedule steps per optimizer step, and its
+validation metrics (overall and per domain) equal scikit-learn's on the same predictions."""
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -69,24 +71,70 @@ def test_no_weight_decay_on_bias_and_layernorm_and_per_step_warmup():
     assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
 
 
-def test_metrics_are_over_the_whole_epoch_not_the_last_batch():
-    """The seed reported the last batch's accuracy; ours aggregates every batch (and per domain)."""
-    module = CoLAClassifier(pretrained=None, tiny=TINY)
-    preds_all, labels_all = [], []
-    for domain, size in ((0, 5), (1, 3)):
-        labels = torch.tensor([1, 0, 1, 1, 0][:size])
-        preds = torch.tensor([1, 1, 1, 0, 0][:size])
-        module.val_scores.update(preds, labels)
-        module.val_domain_scores[domain].update(preds, labels)
-        preds_all.append(preds)
-        labels_all.append(labels)
-    values = module.val_scores.compute()
-    preds, labels = torch.cat(preds_all), torch.cat(labels_all)
-    assert abs(float(values["val/accuracy"]) - float((preds == labels).float().mean())) < 1e-6
-    from sklearn.metrics import matthews_corrcoef  # noqa: PLC0415 - only to cross-check torchmetrics
+def _validation_batches(seed: int = 0):
+    """60 examples in batches of 16/16/16/12 (the first holds only in-domain sentences), with fixed predictions:
+    the model's logits are looked up by the example index carried in `input_ids`."""
+    generator = torch.Generator().manual_seed(seed)
+    n = 60
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    domains = torch.cat([torch.zeros(16, dtype=torch.long), torch.randint(0, 2, (n - 16,), generator=generator)])
+    # In-domain predictions are right 85% of the time, out-of-domain ones 60%: the two domains score differently.
+    right = torch.rand(n, generator=generator) < torch.where(domains == 0, 0.85, 0.6)
+    preds = torch.where(right, labels, 1 - labels)
+    confidence = 0.5 + 2 * torch.rand(n, generator=generator)
+    logits = torch.zeros(n, 2)
+    logits[torch.arange(n), preds] = confidence
+    batches, start = [], 0
+    for size in (16, 16, 16, 12):
+        index = torch.arange(start, start + size)
+        batches.append({"input_ids": index[:, None], "attention_mask": torch.ones(size, 1, dtype=torch.long),
+                        "labels": labels[index], "domain": domains[index]})
+        start += size
+    return batches, logits, labels, preds, domains
 
-    assert abs(float(values["val/mcc"]) - matthews_corrcoef(labels, preds)) < 1e-6
-    assert set(module.val_domain_scores[1].compute()) == {"val/mcc_out_of_domain", "val/accuracy_out_of_domain"}
+
+def test_validation_metrics_over_the_epoch_match_scikit_learn():
+    """validation_step -> on_validation_epoch_end through Lightning's validate loop, per domain, vs scikit-learn."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, matthews_corrcoef
+
+    batches, logits, labels, preds, domains = _validation_batches()
+    module = CoLAClassifier(pretrained=None, tiny=TINY)
+    module.forward = lambda input_ids, attention_mask, **kwargs: logits[input_ids[:, 0]]
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = DataLoader(batches, batch_size=None)
+    logged = {k: float(v) for k, v in trainer.validate(module, dataloaders=loader, verbose=False)[0].items()}
+
+    y, p = labels.numpy(), preds.numpy()
+    expected = {
+        "val/mcc": matthews_corrcoef(y, p),
+        "val/accuracy": accuracy_score(y, p),
+        "val/f1": f1_score(y, p),
+        "val/loss": log_loss(y, torch.softmax(logits, dim=-1).numpy()),
+    }
+    for index, domain in enumerate(("in_domain", "out_of_domain")):
+        mask = (domains == index).numpy()
+        expected[f"val/mcc_{domain}"] = matthews_corrcoef(y[mask], p[mask])
+        expected[f"val/accuracy_{domain}"] = accuracy_score(y[mask], p[mask])
+    # The data really separates the domains (a swapped or missing domain mask cannot pass by accident).
+    assert expected["val/mcc_in_domain"] - expected["val/mcc_out_of_domain"] > 0.3
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, abs=1e-5), key
+    assert module.last_confusion.tolist() == confusion_matrix(y, p).tolist()
+
+    # Epoch-level state is reset: validating again gives the same numbers, not an accumulation.
+    again = {k: float(v) for k, v in trainer.validate(module, dataloaders=loader, verbose=False)[0].items()}
+    assert again == pytest.approx(logged)
+
+
+def test_a_domain_absent_from_the_split_is_not_reported():
+    batches, logits, *_ = _validation_batches()
+    module = CoLAClassifier(pretrained=None, tiny=TINY)
+    module.forward = lambda input_ids, attention_mask, **kwargs: logits[input_ids[:, 0]]
+    in_domain_only = [{**b, "domain": torch.zeros_like(b["domain"])} for b in batches]
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    logged = trainer.validate(module, dataloaders=DataLoader(in_domain_only, batch_size=None), verbose=False)[0]
+    assert "val/mcc_in_domain" in logged and not any(k.endswith("_out_of_domain") for k in logged)
+    assert float(logged["val/mcc_in_domain"]) == pytest.approx(float(logged["val/mcc"]))
 
 
 def test_bf16_mixed_with_fused_adamw_clips_gradients(monkeypatch):
