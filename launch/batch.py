@@ -56,10 +56,11 @@ def check_input_file(path: Path, max_payload_mb: int) -> int:
             if len(raw) > limit:
                 too_long.append(count)
     problems = []
-    for numbers, what in ((blank, "blank"), (stray_cr, "with a carriage return inside"), (too_long, "too long")):
+    for numbers, what in ((blank, "blank lines"), (stray_cr, "lines with a carriage return inside"),
+                          (too_long, "lines longer than max_payload_mb")):  # fmt: skip
         if numbers:
-            shown = ", ".join(map(str, numbers[:10])) + (" ..." if len(numbers) > 10 else "")
-            problems.append(f"{len(numbers)} {what} line(s): {shown}")
+            shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+            problems.append(f"{what}: {shown}")
     if problems or not count:
         raise LaunchError(
             f"input={path} cannot be scored line by line: {'; '.join(problems) or 'it is empty'}. Batch Transform "
