@@ -1,8 +1,9 @@
-"""End to end through the command line on the real CoLA archive: a run's outputs, predict, resume, sweeps."""
+"""End to end through the command line on the real CoLA archive: a run's outputs, predict, resume.
+
+Sweeps (grid, Optuna, sweep_summary.csv, sweep_report.png) are in test_sweep.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -94,47 +95,6 @@ def test_missing_checkpoint_path_is_a_clear_error(cola_archive, tmp_path):
     proc = run_cli("cola_bert.train", *smoke_args(cola_archive, tmp_path), f"hydra.run.dir={tmp_path / 'r'}",
                    f"ckpt_path={tmp_path / 'nope.ckpt'}", check=False)
     assert proc.returncode != 0 and "ckpt_path=" in proc.stderr and "does not exist" in proc.stderr
-
-
-def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
-    with open(sweep_dir / "sweep_summary.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def test_multirun_grid_writes_a_summary_best_first(cola_archive, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    run_cli("cola_bert.train", "-m", *smoke_args(cola_archive, tmp_path), f"hydra.sweep.dir={sweep_dir}",
-            "model.optimizer.lr=1e-3,1e-5")
-    rows = read_summary(sweep_dir)
-    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
-    lrs = {float(r["overrides"].split("model.optimizer.lr=")[1].split()[0]) for r in rows}
-    assert lrs == {1e-3, 1e-5}
-    assert float(rows[0]["value"]) >= float(rows[1]["value"])
-    for row in rows:
-        assert Path(row["run_dir"], "metrics.json").is_file()
-        assert float(row["val/mcc"]) == float(row["value"])
-
-
-def test_a_failing_sweep_job_is_recorded_not_lost(cola_archive, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    proc = run_cli("cola_bert.train", "-m", *smoke_args(cola_archive, tmp_path), f"hydra.sweep.dir={sweep_dir}",
-                   "data.max_length=1,16", check=False)
-    assert proc.returncode != 0
-    rows = read_summary(sweep_dir)
-    assert [r["status"] for r in rows] == ["completed", "failed"]
-    assert "data.max_length=1" in rows[1]["overrides"] and "max_length=1 must be at least 2" in rows[1]["error"]
-
-
-def test_optuna_search_runs_trials_and_summarises(cola_archive, tmp_path):
-    sweep_dir = tmp_path / "optuna"
-    proc = run_cli("cola_bert.train", "hparams_search=optuna", *smoke_args(cola_archive, tmp_path),
-                   f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=3")
-    rows = read_summary(sweep_dir)
-    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
-    assert all("model.optimizer.lr=" in r["overrides"] for r in rows)
-    assert len({r["overrides"] for r in rows}) == 3
-    assert (sweep_dir / "optimization_results.yaml").is_file()
-    assert "Best value" in proc.stdout + proc.stderr
 
 
 def test_same_seed_same_metrics(compose_train, tmp_path):

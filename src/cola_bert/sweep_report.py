@@ -172,8 +172,8 @@ def _param_panel(ax, key: str, jobs: Sequence[Job], best: Job | None, distributi
     ax.grid(alpha=0.3)
 
 
-def draw_report(jobs: Sequence[Job], metric: str, path: Path, params_space: Mapping[str, str] | None,
-                direction: str) -> Path:
+def report_figure(jobs: Sequence[Job], metric: str, params_space: Mapping[str, str] | None, direction: str) -> Figure:
+    """One panel per swept parameter: the metric of each completed job against its value, the best job starred."""
     distributions = optuna_distributions(params_space) if params_space else {}
     keys = swept_params(jobs, params_space)
     best = best_job(jobs, direction)
@@ -206,7 +206,7 @@ def draw_report(jobs: Sequence[Job], metric: str, path: Path, params_space: Mapp
         title += " (no completed job yet)"
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def rebuild_study(jobs: Sequence[Job], params_space: Mapping[str, str], direction: str):
@@ -227,7 +227,8 @@ def rebuild_study(jobs: Sequence[Job], params_space: Mapping[str, str], directio
     return study
 
 
-def draw_history(study, metric: str, path: Path) -> Path:
+def history_figure(study, metric: str) -> Figure:
+    """Each trial's value by job number, the best value so far, the best trial starred."""
     trials = study.trials
     jobs = [t.user_attrs["job"] for t in trials]
     values = [t.value for t in trials]
@@ -246,7 +247,7 @@ def draw_history(study, metric: str, path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def param_importances(study) -> dict[str, float]:
@@ -258,7 +259,8 @@ def param_importances(study) -> dict[str, float]:
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
 
-def draw_importance(study, path: Path) -> Path:
+def importance_figure(study) -> Figure:
+    """A bar per parameter of `param_importances`, or a note saying why there is nothing to rank yet."""
     n_params = len(study.trials[0].params) if study.trials else 0
     fig = Figure(figsize=(7, 0.5 * max(3, n_params) + 1.2))
     ax = fig.subplots()
@@ -278,7 +280,7 @@ def draw_importance(study, path: Path) -> Path:
         ax.grid(alpha=0.3, axis="x")
     ax.set_title(f"Optuna parameter importance ({_count(len(study.trials), 'trial')})")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def write_sweep_report(summary_csv: Path | str, out_dir: Path | str, params_space: Mapping[str, str] | None = None,
@@ -289,11 +291,11 @@ def write_sweep_report(summary_csv: Path | str, out_dir: Path | str, params_spac
         raise ValueError(f"direction={direction!r}: use 'maximize' or 'minimize'")
     out_dir = Path(out_dir)
     jobs, metric = read_jobs(Path(summary_csv))
-    written = [draw_report(jobs, metric, out_dir / REPORT_NAME, params_space, direction)]
+    written = [_save(report_figure(jobs, metric, params_space, direction), out_dir / REPORT_NAME)]
     if params_space:
         study = rebuild_study(jobs, params_space, direction)
-        written.append(draw_history(study, metric, out_dir / HISTORY_NAME))
-        written.append(draw_importance(study, out_dir / IMPORTANCE_NAME))
+        written.append(_save(history_figure(study, metric), out_dir / HISTORY_NAME))
+        written.append(_save(importance_figure(study), out_dir / IMPORTANCE_NAME))
     return written
 
 
