@@ -194,6 +194,24 @@ def test_optuna_report_rebuilds_the_study_from_the_rows(tmp_path):
     assert names == ["sweep_report.png", "optuna_history.png", "optuna_importance.png"]
 
 
+def test_optuna_space_is_the_config_combined_with_the_sweeps_command_line(tmp_path):
+    cfg = compose_job(tmp_path, 0, [], "hparams_search=optuna")
+    with open_dict(cfg):  # as typed: a narrower lr range, dropout fixed (out of the search), a new choice
+        cfg.hydra.overrides.task = ["hparams_search=optuna", "model.optimizer.lr=tag(log, interval(1e-6, 1e-5))",
+                                    "model.dropout=0.1", "model.warmup_ratio=0.0,0.1"]
+    callback = SweepSummary()
+    callback.on_multirun_start(cfg)
+    space = callback.params_space
+    assert space["model.optimizer.lr"] == "tag(log, interval(1e-6, 1e-5))" and "model.dropout" not in space
+    assert space["model.warmup_ratio"] == "0.0,0.1" and space["data.batch_size"] == "choice(16, 32, 64)"
+    assert optuna_space(compose_job(tmp_path, 0, []).hydra.sweeper) is None  # a grid sweep has no Optuna space
+
+    # A row outside the space it is redrawn with (e.g. the saved config without the command line) is named.
+    summary = optuna_rows(tmp_path)
+    study = rebuild_study(read_jobs(summary)[0], {**SPACE, "model.optimizer.lr": "interval(1e-5, 6e-5)"}, "maximize")
+    assert study.user_attrs["jobs_outside_space"] == [1, 3, 5] and len(study.trials) == 2
+
+
 def test_report_refuses_an_unknown_direction(tmp_path):
     with pytest.raises(ValueError, match="direction='up'"):
         write_sweep_report(optuna_rows(tmp_path), tmp_path, direction="up")

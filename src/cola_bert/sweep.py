@@ -115,10 +115,15 @@ class SweepSummary(SweepTable):
         super().__init__()
         self.report = report
         self.direction = "maximize"
+        self.params_space: dict[str, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         super().on_multirun_start(config, **kwargs)
         self.direction = sweep_direction(config)  # a bad value stops the sweep before its first job
+        if self.report:  # an Optuna search space as the sweeper sees it: config + the sweep's command line
+            from cola_bert.sweep_report import optuna_space
+
+            self.params_space = optuna_space(config.hydra.get("sweeper"), list(config.hydra.overrides.task))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         self.direction = sweep_direction(config)
@@ -133,10 +138,10 @@ class SweepSummary(SweepTable):
     def after_write(self, config: DictConfig) -> None:
         if not self.report or self.path is None:
             return
-        from cola_bert.sweep_report import optuna_space, write_sweep_report
+        from cola_bert.sweep_report import write_sweep_report
 
         try:
-            write_sweep_report(self.path, self.path.parent, optuna_space(config.hydra.sweeper), self.direction)
+            write_sweep_report(self.path, self.path.parent, self.params_space, self.direction)
         except Exception as err:  # a picture must not stop the sweep; the CSV is already written
             log.warning("sweep_report.png not redrawn (%s: %s); %s is up to date", type(err).__name__, err, self.path)
 

@@ -74,12 +74,30 @@ def read_jobs(summary_csv: Path) -> tuple[list[Job], str]:
     return jobs, metric or "value"
 
 
-def optuna_space(sweeper: Mapping[str, Any] | None) -> dict[str, str] | None:
-    """The search space (`hydra.sweeper.params`) of an Optuna sweeper config; None for any other sweeper."""
-    if not sweeper or "optuna" not in str(sweeper.get("_target_", "")).lower() or not sweeper.get("params"):
+def optuna_space(sweeper: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> dict[str, str] | None:
+    """The search space of an Optuna sweeper config (`hydra.sweeper.params`); None for any other sweeper.
+
+    `overrides` (the sweep's command line) are combined as the sweeper does: `key=interval(...)`/`choice(...)`
+    replaces that key's range, a plain `key=value` takes the key out of the search.
+    """
+    if not sweeper or "optuna" not in str(sweeper.get("_target_", "")).lower():
         return None
-    params = OmegaConf.to_container(sweeper.params, resolve=True) if isinstance(sweeper, DictConfig) else sweeper["params"]
-    return {str(k): str(v) for k, v in params.items()}
+    params = sweeper.get("params") or {}
+    if isinstance(params, DictConfig):
+        params = OmegaConf.to_container(params, resolve=True)
+    space = {str(k): str(v) for k, v in params.items()}
+    if overrides:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for token in overrides:
+            override = parser.parse_override(token)
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                space[key] = token.partition("=")[2]
+            else:
+                space.pop(key, None)
+    return space or None
 
 
 def optuna_distributions(params_space: Mapping[str, str]) -> dict[str, Any]:
@@ -216,15 +234,27 @@ def rebuild_study(jobs: Sequence[Job], params_space: Mapping[str, str], directio
     distributions = optuna_distributions(params_space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction)
+    outside = []  # e.g. a sweep whose ranges were changed on its command line, redrawn from its saved config
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # create_trial/add_trial in 2.x
         for job in sorted(jobs, key=lambda j: j.job):
-            if job.value is None or any(k not in job.params for k in distributions):
+            if job.value is None:
                 continue
-            params = {k: job.params[k] for k in distributions}
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=job.value,
-                                                      user_attrs={"job": job.job}))
+            try:
+                params = {k: job.params[k] for k in distributions}
+                trial = optuna.trial.create_trial(params=params, distributions=distributions, value=job.value,
+                                                  user_attrs={"job": job.job})
+            except (KeyError, ValueError):
+                outside.append(job.job)
+                continue
+            study.add_trial(trial)
+    study.set_user_attr("jobs_outside_space", outside)
     return study
+
+
+def _outside_note(study) -> str:
+    outside = study.user_attrs.get("jobs_outside_space") or []
+    return f"\n(jobs {', '.join(map(str, outside))} outside the search space: left out)" if outside else ""
 
 
 def history_figure(study, metric: str) -> Figure:
@@ -243,7 +273,8 @@ def history_figure(study, metric: str) -> Figure:
         ax.scatter([best.user_attrs["job"]], [best.value], label=f"best (job {best.user_attrs['job']})", **BEST_STYLE)
         ax.legend(fontsize="small")
     ax.set(xlabel="trial (job number)", ylabel=metric,
-           title=f"Optuna optimisation history ({study.direction.name.lower()}, {_count(len(trials), 'trial')})")
+           title=f"Optuna optimisation history ({study.direction.name.lower()}, {_count(len(trials), 'trial')})"
+           + _outside_note(study))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -278,7 +309,7 @@ def importance_figure(study) -> Figure:
             ax.text(importances[name], y, f" {importances[name]:.2f}", va="center")
         ax.set(xlabel="importance (mean decrease in impurity, sums to 1)", xlim=(0, max(importances.values()) * 1.25))
         ax.grid(alpha=0.3, axis="x")
-    ax.set_title(f"Optuna parameter importance ({_count(len(study.trials), 'trial')})")
+    ax.set_title(f"Optuna parameter importance ({_count(len(study.trials), 'trial')})" + _outside_note(study))
     fig.tight_layout()
     return fig
 
