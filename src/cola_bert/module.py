@@ -11,6 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import Accuracy, ConfusionMatrix, F1Score, MatthewsCorrCoef
 from transformers import get_linear_schedule_with_warmup
 
+from cola_bert import fast_bert
 from cola_bert.backbone import LABEL_NAMES, load_model
 from cola_bert.data import DOMAINS
 
@@ -42,8 +43,14 @@ class CoLAClassifier(pl.LightningModule):
         tokenizer: str | None = None,
         dropout: float | None = None,
         attention_dropout: float | None = None,
+        fuse_qkv: bool = True,
+        compact_embeddings: bool = True,
     ):
-        """`tokenizer` is recorded with the hyperparameters so a checkpoint says what it was trained with."""
+        """`tokenizer` is recorded with the hyperparameters so a checkpoint says what it was trained with.
+
+        `fuse_qkv` and `compact_embeddings` are same-math speed levers (see `cola_bert.fast_bert`); the saved model
+        and checkpoints hold the standard Hugging Face keys either way.
+        """
         super().__init__()
         # The optimizer factory is code, not a hyperparameter: keep checkpoints loadable with weights_only=True.
         self.save_hyperparameters(logger=False, ignore=["optimizer"])
@@ -54,6 +61,8 @@ class CoLAClassifier(pl.LightningModule):
         self.model = load_model(
             pretrained, self.label_names, tiny=tiny, dropout=dropout, attention_dropout=attention_dropout
         ).train()
+        if fuse_qkv:
+            fast_bert.fuse_qkv(self.model)
 
         self.train_loss = MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -75,6 +84,16 @@ class CoLAClassifier(pl.LightningModule):
         logits = self(**inputs)
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         return loss, logits.argmax(dim=-1)
+
+    def setup(self, stage: str) -> None:
+        """Compact the word embeddings to the tokens of the training data (exact: the other rows only decay)."""
+        datamodule = self.trainer.datamodule
+        if stage != "fit" or not self.hparams.get("compact_embeddings") or datamodule is None:
+            return
+        dataset = getattr(datamodule.train_dataloader(), "dataset", None)
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+            return
+        fast_bert.compact_word_embeddings(self.model, fast_bert.dataset_token_ids(dataset))
 
     def on_train_start(self) -> None:
         # The sanity check fed the validation metrics: start clean.
@@ -159,6 +178,7 @@ class CoLAClassifier(pl.LightningModule):
                 {"params": no_decay, "weight_decay": 0.0},
             ]
         )
+        fast_bert.track_weight_decay(optimizer, self.model)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(self.hparams.warmup_ratio * total_steps), total_steps
