@@ -126,14 +126,11 @@ def compose_train(tmp_path, cola_archive):
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tiny_model_dir, tmp_path_factory) -> Path:
+def tiny_export(exported_artifact) -> Path:
     """One real `cola_bert.export` of the tiny model per session (TorchScript, seconds): the directory holding
-    model.tar.gz and model/ (the same files unpacked). Shared by the serving, deploy and batch tests."""
-    from cola_bert.export import export_model
-
-    out = tmp_path_factory.mktemp("tiny_export")
-    export_model(tiny_model_dir, out, batch_sizes=[1, 8], lengths=[1, 16, 128])
-    return out
+    model.tar.gz and model/ (the same files unpacked). Shared by the serving, deploy and batch tests; the same
+    export as ``exported_artifact()``."""
+    return exported_artifact()
 
 
 # moto server + botocore call spy, shared by the AWS tests.

@@ -1,80 +1,238 @@
-"""Classify sentences with a trained run's `model/` directory.
+"""Classify sentences with an exported artifact or a trained run's `model/` directory.
 
+    python -m cola_bert.predict --model-dir OUT/model.tar.gz --input sentences.txt --output predictions.jsonl
     python -m cola_bert.predict --model-dir RUN/model "The cat sat on the mat." "Cat the mat sat on."
-    cat sentences.txt | python -m cola_bert.predict --model-dir RUN/model
+    cat sentences.txt | python -m cola_bert.predict --model-dir RUN/model [--json]
+
+``--model-dir`` is an export's ``model.tar.gz``, its unpacked ``model/`` (or the export's output directory), or a
+training run's ``model/`` (Hugging Face format). Artifacts run through the SageMaker handler's own code
+(``cola_bert.inference`` = the artifact's ``code/inference.py``), so ``--output`` holds exactly what a Batch Transform
+job writes for the same file: one JSON object per input line, in order.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+CHUNK = 256  # sentences per handler call (each call pads per batch of --batch-size)
+PROGRESS_MIN = 1000  # show a progress bar from this many sentences on
 
 
-def load(model_dir: str | Path):
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise SystemExit(
-            f"error: {model_dir} is not a model directory (no config.json). Pass a run's model/ directory, "
-            "e.g. --model-dir outputs/train/runs/<time>/model."
+class PredictError(RuntimeError):
+    """Bad input for `cola_bert.predict`; the message says what was wrong and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------- input
+def read_sentences(path: Path) -> list[str]:
+    """One sentence per line. A blank line inside the file is refused (output line i must belong to input line i)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PredictError(f"--input {path} does not exist. Pass a text file with one sentence per line.") from None
+    except OSError as err:
+        raise PredictError(f"--input {path} cannot be read ({err.strerror or err}).") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise PredictError(
+            f"--input {path} is not UTF-8 text (line {line}, byte {err.start}: {err.reason}). Re-save it as UTF-8, "
+            "one sentence per line."
+        ) from None
+    # Lines end at \n (and \r\n), as Batch Transform's SplitType=Line splits them; U+2028 and friends stay inside.
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing empty lines (a final newline) are fine
+    if not lines:
+        raise PredictError(f"--input {path} holds no sentences. Write one sentence per line.")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise PredictError(
+                f"--input {path}: line {number} is blank. Remove blank lines so that line i of the output belongs "
+                "to line i of the input (Batch Transform would skip it too and shift every later answer)."
+            )
+    return [line.strip() for line in lines]
+
+
+# --------------------------------------------------------------------------------------------------------- model
+def _hf_model(model_dir: Path, max_length: int) -> Any:
+    """A run's Hugging Face model/ directory behind the handler's ColaModel (same tokenization and output rows)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoConfig
+
+    from cola_bert import inference
+
+    tokenizer_path = model_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise PredictError(f"{model_dir} has no tokenizer.json; save the tokenizer beside the model "
+                           "(tokenizer.save_pretrained) or pass an exported artifact.")
+    config = AutoConfig.from_pretrained(str(model_dir))
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_length > int(limit):
+        raise PredictError(f"--max-length {max_length} exceeds the model's max_position_embeddings={limit}.")
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    manifest = {
+        "label_names": [config.id2label.get(i, str(i)) for i in range(config.num_labels)],
+        "max_length": max_length,
+        "tokenizer": {"file": "tokenizer.json", "pad_token_id": config.pad_token_id or 0},
+    }
+    runner = inference.load_hf_runner(model_dir)
+    return inference.ColaModel(runner, tokenizer, manifest, model_dir)
+
+
+@contextlib.contextmanager
+def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iterator[Any]:
+    """The model behind ``--model-dir`` as a handler ``ColaModel``; a tarball is unpacked into a temporary directory."""
+    from cola_bert import inference
+
+    path = Path(model_dir).expanduser()
+    if not path.exists():
+        raise PredictError(
+            f"--model-dir {model_dir} does not exist. Pass an export's model.tar.gz or model/ directory, or a "
+            "training run's model/ directory."
         )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    return tokenizer, model
+    try:
+        if path.is_file():
+            with tempfile.TemporaryDirectory(prefix="cola-predict-") as tmp:
+                root = inference.extract_tarball(path, Path(tmp) / "model")
+                yield inference.load_artifact(root)
+            return
+        for candidate in (path, path / "model"):
+            if (candidate / inference.MANIFEST_NAME).is_file():
+                yield inference.load_artifact(candidate)
+                return
+        if (path / "config.json").is_file():
+            yield _hf_model(path, max_length)
+            return
+    except inference.ArtifactError as err:
+        raise PredictError(f"--model-dir {model_dir}: {err}") from None
+    raise PredictError(
+        f"--model-dir {model_dir} is neither an exported artifact (no manifest.json) nor a model directory (no "
+        "config.json). Pass OUT/model.tar.gz from `python -m cola_bert.export`, or a run's model/ directory, e.g. "
+        "outputs/train/runs/<time>/model."
+    )
 
 
-@torch.inference_mode()
-def predict(sentences: list[str], tokenizer, model, max_length: int = 128, batch_size: int = 64) -> list[dict]:
-    id2label = model.config.id2label
-    results = []
-    for start in range(0, len(sentences), batch_size):
-        chunk = sentences[start : start + batch_size]
-        enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-                        return_token_type_ids=False)
-        probs = model(**enc).logits.float().softmax(dim=-1)
-        for sentence, p in zip(chunk, probs):
-            label = int(p.argmax())
-            results.append({"sentence": sentence, "label": label, "label_name": id2label.get(label, str(label)),
-                            "score": float(p[label]), "probabilities": [float(x) for x in p]})
-    return results
+def predict_rows(model: Any, sentences: list[str], batch_size: int = 32) -> list[dict]:
+    """The handler's answer objects (what ``Accept: application/jsonlines`` returns), one per sentence, in order."""
+    import torch
+
+    from cola_bert import inference
+
+    logits = model.logits(sentences, batch_size=batch_size)
+    return inference.prediction_rows({
+        "logits": logits, "probabilities": torch.softmax(logits, dim=-1), "label_names": model.label_names,
+    })
 
 
-def _read_stdin(stream: Iterable[str]) -> list[str]:
-    return [line.strip() for line in stream if line.strip()]
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=total < PROGRESS_MIN or not console.is_terminal)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cola_bert.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("sentences", nargs="*", help="sentences to classify (default: one per line on stdin)")
-    parser.add_argument("--model-dir", required=True, help="a run's model/ directory (Hugging Face format)")
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
-    args = parser.parse_args(argv)
+# -------------------------------------------------------------------------------------------------------- output
+def predict_file(model: Any, sentences: list[str], output: Path, batch_size: int) -> None:
+    """Write one JSON line per sentence to ``output`` through a temporary file renamed at the end."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle, _progress(len(sentences)) as progress:
+            task = progress.add_task("Classifying", total=len(sentences))
+            for start in range(0, len(sentences), CHUNK):
+                chunk = sentences[start:start + CHUNK]
+                for row in predict_rows(model, chunk, batch_size):
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                progress.advance(task, len(chunk))
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, output)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
-    sentences = args.sentences or _read_stdin(sys.stdin)
-    if not sentences:
-        parser.error("no sentences: pass them as arguments or one per line on stdin")
-    tokenizer, model = load(args.model_dir)
-    results = predict(sentences, tokenizer, model, max_length=args.max_length)
-    if args.json:
-        for row in results:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
+
+def _print_table(sentences: list[str], rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table()
     for column in ("label", "label_name", "probability", "sentence"):
         table.add_column(column, overflow="fold")
-    for row in results:
-        table.add_row(str(row["label"]), row["label_name"], f"{row['score']:.3f}", row["sentence"])
+    for sentence, row in zip(sentences, rows):
+        table.add_row(str(row["label"]), row["label_name"], f"{row['score']:.3f}", sentence)
     Console().print(table)
+
+
+def _check_output(output: Path) -> Path:
+    output = output.expanduser()
+    if output.is_dir():
+        raise PredictError(f"--output {output} is a directory; pass a file name, e.g. {output / 'predictions.jsonl'}.")
+    if not output.parent.is_dir():
+        raise PredictError(f"--output {output}: the directory {output.parent} does not exist; create it first.")
+    if not os.access(output.parent, os.W_OK):
+        raise PredictError(f"--output {output}: the directory {output.parent} is not writable.")
+    return output
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.input is not None and args.sentences:
+        raise PredictError("Pass sentences either as arguments or with --input FILE, not both.")
+    if args.output is not None and args.input is None:
+        raise PredictError("--output needs --input FILE (one sentence per line).")
+    if args.input is not None:
+        if args.output is None:
+            raise PredictError("--input needs --output FILE for the predictions (one JSON object per line).")
+        output = _check_output(Path(args.output))
+        sentences = read_sentences(Path(args.input).expanduser())
+        with open_model(args.model_dir, args.max_length) as model:
+            predict_file(model, sentences, output, args.batch_size)
+        print(f"Wrote {len(sentences)} predictions to {output}", file=sys.stderr)
+        return 0
+    sentences = args.sentences or [line.strip() for line in sys.stdin if line.strip()]
+    if not sentences:
+        raise PredictError("No sentences: pass them as arguments, one per line on stdin, or --input FILE.")
+    with open_model(args.model_dir, args.max_length) as model:
+        rows = predict_rows(model, sentences, args.batch_size)
+    if args.json:
+        for sentence, row in zip(sentences, rows):
+            print(json.dumps({"sentence": sentence, **row}, ensure_ascii=False))
+    else:
+        _print_table(sentences, rows)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cola_bert.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("sentences", nargs="*", help="sentences to classify (default: one per line on stdin)")
+    parser.add_argument("--model-dir", required=True,
+                        help="an export's model.tar.gz or model/ directory, or a training run's model/ directory")
+    parser.add_argument("--input", help="a text file, one sentence per line (UTF-8)")
+    parser.add_argument("--output", help="with --input: where to write one JSON object per line (JSON Lines)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass (default 32)")
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="truncation for a run's model/ directory (artifacts use their manifest's)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return run(args)
+    except PredictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
