@@ -1,4 +1,5 @@
-"""`cola_bert.export`: exported vs eager equivalence per format, fail-closed verification, packaging, bad inputs."""
+"""`cola_bert.export`: exported vs eager equivalence per format, int8 with its agreement check, the lean artifact,
+device-free graphs, fail-closed verification, packaging, bad inputs."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from cola_bert.export import ExportError, ExportVerificationError, export_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("torchscript", "torch_export", "onnx")
-EXPECTED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                  "code/inference.py", "code/requirements.txt", "manifest.json"}
-# Verification shapes kept small for the perturbation tests (the full default is exercised by the exports below).
+# The lean default: the weights travel once, inside the exported graph.
+EXPECTED_FILES = {"tokenizer.json", "tokenizer_config.json", "code/inference.py", "code/requirements.txt",
+                  "manifest.json"}
+FALLBACK_FILES = {"config.json", "model.safetensors"}
+# Verification shapes kept small for the perturbation tests (the full default is exercised by the CLI export below).
 QUICK = {"batch_sizes": [1, 8], "lengths": [1, 5, 128]}
 
 
@@ -54,49 +57,52 @@ def _run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO_ROOT)
 
 
-@pytest.fixture(scope="session")
-def exports(tiny_model_dir, tmp_path_factory):
-    """One export per format per session: torchscript through the CLI (its stdout is checked), others via the API."""
-    cache: dict[str, Path] = {}
-    outputs: dict[str, str] = {}
-
-    def get(fmt: str) -> Path:
-        if fmt not in cache:
-            out = tmp_path_factory.mktemp(f"export_{fmt}")
-            if fmt == "torchscript":
-                proc = _run_cli(f"model_dir={tiny_model_dir}", f"output_dir={out}")
-                assert proc.returncode == 0, proc.stderr[-3000:]
-                outputs[fmt] = proc.stdout
-            else:
-                assert export_model(tiny_model_dir, out, format=fmt) == out / "model.tar.gz"
-            cache[fmt] = out
-        return cache[fmt]
-
-    get.stdout = outputs  # type: ignore[attr-defined]
-    return get
+@pytest.fixture(scope="module")
+def cli_int8(tiny_model_dir, cola_archive, tmp_path_factory):
+    """The issue's command, run once: int8 ONNX through the CLI with the default verification shapes and GLUE dev."""
+    out = tmp_path_factory.mktemp("cli_int8")
+    proc = _run_cli(f"model_dir={tiny_model_dir}", f"output_dir={out}", "format=onnx", "quantize=int8",
+                    f"data.archive={cola_archive}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
 
 
-@pytest.fixture(scope="session")
-def eager(tiny_model_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+class LabelShift(inference.Runner):
+    """A loaded runner whose logit for label 1 is raised: flips the labels of every sentence with a smaller margin."""
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
-    return export_mod.LogitsWrapper(model).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    def __init__(self, runner: inference.Runner, shift: float):
+        super().__init__(runner.device)
+        self.runner, self.shift, self.backend = runner, shift, runner.backend
+
+    def __call__(self, input_ids, attention_mask):
+        return self.runner(input_ids, attention_mask) + torch.tensor([0.0, self.shift])
+
+
+def _shift_quantized(monkeypatch, shift: float) -> None:
+    """Only the packaged model.onnx (the int8 graph) is shifted; the fp32 graph verified before it is untouched."""
+    real = inference.load_runner
+
+    def load(path, fmt, device=None):
+        runner = real(path, fmt, device)
+        return LabelShift(runner, shift) if Path(path).name == "model.onnx" else runner
+
+    monkeypatch.setattr(inference, "load_runner", load)
 
 
 # ------------------------------------------------------------------------------------------------ equivalence
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_exported_matches_eager_on_fresh_batches(fmt, exports, eager):
-    out = exports(fmt)
+def test_exported_matches_eager_on_fresh_batches(fmt, exported_artifact, eager):
+    out = exported_artifact(fmt)
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert manifest["format"] == fmt and manifest["model_file"] == export_mod.FORMATS[fmt]
     verification = manifest["verification"]
-    assert verification["batch_sizes"] == [1, 8, 64]
+    assert verification["batch_sizes"] == [1, 8]
     assert verification["lengths"][0] == 1 and verification["lengths"][-1] == manifest["max_length"] == 128
     assert 0.0 <= manifest["max_abs_logit_diff"] <= 1e-4
+    assert manifest["agreement"]["label_agreement"] == 1.0 and manifest["agreement"]["max_abs_prob_diff"] < 1e-5
 
     # Independent check with other random batches than the export used (seed 99), through the serving loader.
-    wrapper, _ = eager
+    wrapper = eager.wrapper
     runner = inference.load_runner(out / "model" / manifest["model_file"], fmt, torch.device("cpu"))
     worst, _ = export_mod.max_abs_logit_diff(wrapper, runner, [1, 8, 64], [1, 2, 17, 64, 127, 128],
                                              vocab_size=wrapper.model.config.vocab_size, seed=99)
@@ -108,23 +114,175 @@ def test_exported_matches_eager_on_fresh_batches(fmt, exports, eager):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_handler_loads_each_format_and_matches_eager(fmt, exports, eager):
-    wrapper, tokenizer = eager
-    model = inference.load_artifact(exports(fmt) / "model", device=torch.device("cpu"))
+def test_handler_loads_each_format_and_matches_eager(fmt, exported_artifact, eager):
+    model = inference.load_artifact(exported_artifact(fmt) / "model", device=torch.device("cpu"))
     assert model.backend == fmt
     sentences = ["The cat sat on the mat.", "Cat the on mat sat the.", "word " * 200, "Ünïcödé 東京 😀"]
-    enc = tokenizer(sentences, truncation=True, max_length=128, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        expected = wrapper(enc["input_ids"], enc["attention_mask"])
-    assert torch.allclose(model.logits(sentences, batch_size=3), expected, atol=1e-5)
+    assert torch.allclose(model.logits(sentences, batch_size=3), eager(sentences), atol=1e-5)
 
 
-def test_cli_reports_the_measured_difference(exports):
-    out = exports("torchscript")
-    stdout = exports.stdout["torchscript"]
+# ---------------------------------------------------------------------------------------------------------- int8
+def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
+    out, stdout = cli_int8
     manifest = json.loads((out / "model" / "manifest.json").read_text())
-    assert str(out / "model.tar.gz") in stdout
-    assert f"max |Δlogit| vs eager = {manifest['max_abs_logit_diff']:.3g}" in stdout
+    assert manifest["format"] == "onnx" and manifest["model_file"] == "model.onnx"
+    quantization = manifest["quantization"]
+    assert quantization["method"] == "onnxruntime.quantization.quantize_dynamic"
+    assert quantization["weight_type"] == "QInt8" and quantization["per_channel"] is False
+    # the fp32 graph passed the tolerance with the default shapes before it was quantized
+    assert manifest["verification"]["batch_sizes"] == [1, 8, 64] and len(manifest["verification"]["lengths"]) >= 10
+    assert 0 <= quantization["fp32_max_abs_logit_diff"] <= 1e-4 < quantization["max_abs_logit_diff"] < 0.1
+
+    import onnx
+
+    graph = onnx.load(str(out / "model" / "model.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops or "DynamicQuantizeMatMul" in ops, ops
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in graph.initializer)
+
+    agreement = manifest["agreement"]
+    assert agreement["count"] == 1043 and agreement["sentences"].startswith("GLUE dev")
+    assert agreement["min_agreement"] == 0.97 and agreement["label_agreement"] >= 0.97
+    assert agreement["agreeing"] == round(agreement["label_agreement"] * 1043)
+    assert 0 < agreement["max_abs_prob_diff"] < 0.05
+    assert "Exported onnx int8 model" in stdout
+    assert (f"agreement: {100 * agreement['label_agreement']:.2f}% labels ({agreement['agreeing']}/1043) vs the "
+            f"fp32 eager model, max |Δprob| = {agreement['max_abs_prob_diff']:.3g}") in stdout
+    assert f"max |Δlogit| vs eager = {quantization['fp32_max_abs_logit_diff']:.3g}" in stdout
+
+    # served unchanged by the handler, onnxruntime pinned, close to the eager model
+    model = inference.load_artifact(out / "model")
+    assert model.backend == "onnx"
+    sentences = ["The cat sat on the mat.", "Cat the on mat sat the.", "word " * 200]
+    assert torch.allclose(torch.softmax(model.logits(sentences), -1), torch.softmax(eager(sentences), -1), atol=0.02)
+    requirements = (out / "model" / "code" / "requirements.txt").read_text()
+    assert "onnxruntime==" in requirements and "transformers" not in requirements
+
+
+def test_int8_below_min_agreement_is_refused_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    _shift_quantized(monkeypatch, shift=1e6)  # every label becomes 1: agreement = share of eager label-1 predictions
+    out = tmp_path / "out"
+    with pytest.raises(ExportVerificationError, match=r"below min_agreement=0\.97\. Nothing was written") as info:
+        export_model(tiny_model_dir, out, format="onnx", quantize="int8", **QUICK)
+    assert "shipped sample agreement_sentences.txt (100 sentences" in str(info.value)
+    assert "min_agreement=0.9" in str(info.value)  # says how to lower the bar
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_int8_cli_refusal_exits_2(tiny_model_dir, tmp_path):
+    """The CLI itself (cola_bert.export.main) with the int8 graph's label-1 logit shifted: exit 2, one error line."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from cola_bert import inference\n"
+        "real = inference.load_runner\n"
+        "def load(path, fmt, device=None):\n"
+        "    runner = real(path, fmt, device)\n"
+        "    if Path(path).name == 'model.onnx':\n"
+        "        runner.session.run = shifted(runner.session.run)\n"
+        "    return runner\n"
+        "def shifted(run):\n"
+        "    return lambda names, feeds: [run(names, feeds)[0] + [0.0, 1e6]]\n"
+        "inference.load_runner = load\n"
+        "from cola_bert.export import main\n"
+        "sys.argv = ['cola-export'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, f"model_dir={tiny_model_dir}", f"output_dir={out}",
+                           "format=onnx", "quantize=int8", "batch_sizes=[1]", "lengths=[1,128]"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: Verification failed: the onnx int8 artifact agrees with the fp32 eager")
+    assert "below min_agreement=0.97" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+    # A bar above 1 is impossible to meet; the CLI refuses the value itself.
+    proc = _run_cli(f"model_dir={tiny_model_dir}", f"output_dir={out}", "format=onnx", "quantize=int8",
+                    "min_agreement=1.5", timeout=120)
+    assert proc.returncode == 2 and "min_agreement must lie in 0..1" in proc.stderr
+    assert not out.exists()
+
+
+def test_lowering_the_bar_explicitly_accepts_and_records_it(tiny_model_dir, tmp_path, monkeypatch, eager):
+    _shift_quantized(monkeypatch, shift=1e6)
+    sentences = [line for line in export_mod.SAMPLE_SENTENCES.read_text().splitlines() if line.strip()]
+    label_one = int((eager(sentences).argmax(-1) == 1).sum())
+    assert 0 < label_one < 97  # the perturbation really costs agreement on this model
+    export_model(tiny_model_dir, tmp_path / "out", format="onnx", quantize="int8", min_agreement=0.0, **QUICK)
+    agreement = json.loads((tmp_path / "out" / "model" / "manifest.json").read_text())["agreement"]
+    assert agreement["agreeing"] == label_one and agreement["count"] == 100
+    assert agreement["min_agreement"] == 0.0 and agreement["label_agreement"] == label_one / 100
+
+
+def test_int8_is_onnx_only(tiny_model_dir, tmp_path):
+    with pytest.raises(ExportError, match="quantize=int8 is offered for format=onnx only"):
+        export_model(tiny_model_dir, tmp_path / "out", format="torchscript", quantize="int8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_agreement_sentences_come_from_glue_dev_or_the_sample(cola_archive, tmp_path):
+    sentences, source = export_mod.agreement_sentences(cola_archive)
+    assert len(sentences) == 1043 and "in_domain_dev + out_of_domain_dev" in source
+    assert export_mod.find_cola_archive(None, cola_archive.parent) == cola_archive
+    assert export_mod.find_cola_archive(None, tmp_path) is None
+    with pytest.raises(ExportError, match="does not exist"):
+        export_mod.find_cola_archive(tmp_path / "nope.zip", None)
+    sample, source = export_mod.agreement_sentences(None)
+    assert len(sample) == 100 == len(set(sample)) and "shipped sample" in source
+    assert not set(sample) & set(sentences)  # written for this project, not copied from CoLA
+
+
+# ----------------------------------------------------------------------------------------- lean, device-free
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_lean_artifact_carries_the_weights_once(fmt, exported_artifact):
+    out = exported_artifact(fmt)
+    model_file = export_mod.FORMATS[fmt]
+    with tarfile.open(out / "model.tar.gz") as archive:
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+    assert names == EXPECTED_FILES | {model_file}
+    graph = (out / "model" / model_file).stat().st_size
+    assert (out / "model.tar.gz").stat().st_size <= 1.15 * graph
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["hf_fallback"] is False
+    requirements = (out / "model" / "code" / "requirements.txt").read_text()
+    assert "transformers" not in requirements and "tokenizers==" in requirements
+
+
+def test_hf_fallback_is_opt_in(exported_artifact):
+    out = exported_artifact(hf_fallback=True)
+    with tarfile.open(out / "model.tar.gz") as archive:
+        names = {m.name for m in archive.getmembers() if m.isfile()}
+    assert names == EXPECTED_FILES | FALLBACK_FILES | {"model.pt"}
+    assert "transformers==" in (out / "model" / "code" / "requirements.txt").read_text()
+    assert json.loads((out / "model" / "manifest.json").read_text())["hf_fallback"] is True
+
+
+def test_torchscript_graph_is_device_free(exported_artifact, tiny_model_dir):
+    """No baked-in device: a GPU endpoint's torch.jit.load(map_location="cuda") runs the whole graph there."""
+    path = exported_artifact() / "model" / "model.pt"
+    module = torch.jit.load(str(path), map_location="cpu")
+    assert export_mod.device_constants(module) == []
+    assert "prim::device" in str(module.graph)  # tensors are created on the inputs' device
+    # The check can fail: a plain trace of the same model records the tracing device as a constant.
+    from transformers import AutoModelForSequenceClassification
+
+    wrapper = export_mod.LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval())
+    with torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(wrapper, export_mod._example_inputs(16, 0), check_trace=False).eval())
+    assert any('value="cpu"' in constant for constant in export_mod.device_constants(traced))
+    # Run on the meta device (what a GPU would see): with a "cpu" constant the graph would mix devices.
+    assert export_mod.device_free(traced) >= 1 and export_mod.device_constants(traced) == []
+    meta = torch.jit.load(str(path), map_location="meta")
+    ids = torch.ones((2, 7), dtype=torch.long, device="meta")
+    assert meta(ids, torch.ones_like(ids)).device.type == "meta"
+
+
+def test_onnx_graph_is_device_free(exported_artifact):
+    import onnx
+
+    model = onnx.load(str(exported_artifact("onnx") / "model" / "model.onnx"))
+    text = str(model.graph)
+    assert "cpu" not in text.lower() and "cuda" not in text.lower()
 
 
 def test_verification_failure_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
@@ -160,8 +318,8 @@ def test_small_difference_passes_and_is_reported(tiny_model_dir, tmp_path, monke
 
 
 # -------------------------------------------------------------------------------------------------- packaging
-def test_tarball_layout_and_manifest_hashes(exports, tmp_path):
-    out = exports("torchscript")
+def test_tarball_layout_and_manifest_hashes(exported_artifact, tmp_path):
+    out = exported_artifact()
     with tarfile.open(out / "model.tar.gz") as archive:
         members = archive.getmembers()
         assert members[0].name == "manifest.json"  # first, for readers that stream only the archive's start
@@ -193,9 +351,12 @@ def test_tarball_layout_and_manifest_hashes(exports, tmp_path):
     assert inference.verify_artifact(tmp_path)["format"] == "torchscript"
 
 
-def test_onnx_requirements_pin_onnxruntime(exports):
-    text = (exports("onnx") / "model" / "code" / "requirements.txt").read_text()
+def test_onnx_requirements_pin_onnxruntime(exported_artifact):
+    text = (exported_artifact("onnx") / "model" / "code" / "requirements.txt").read_text()
     assert "onnxruntime==" in text and "\ntorch" not in text
+    gpu = export_mod.requirements_txt("onnx", onnxruntime_package="onnxruntime-gpu")
+    version = text.split("onnxruntime==")[1].split()[0]
+    assert f"onnxruntime-gpu=={version}" in gpu and "\nonnxruntime==" not in gpu
 
 
 def test_default_lengths_span_both_ends():
@@ -207,9 +368,9 @@ def test_default_lengths_span_both_ends():
 
 # -------------------------------------------------------------------------------------- tampered / truncated
 @pytest.fixture
-def artifact_copy(exports, tmp_path):
+def artifact_copy(exported_artifact, tmp_path):
     target = tmp_path / "model"
-    shutil.copytree(exports("torchscript") / "model", target)
+    shutil.copytree(exported_artifact() / "model", target)
     return target
 
 
@@ -222,9 +383,9 @@ def test_tampered_model_file_is_refused(artifact_copy):
 
 
 def test_truncated_weights_are_refused(artifact_copy):
-    path = artifact_copy / "model.safetensors"
+    path = artifact_copy / "model.pt"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(inference.ArtifactError, match=r"model\.safetensors .*1000 bytes"):
+    with pytest.raises(inference.ArtifactError, match=r"model\.pt .*1000 bytes"):
         inference.model_fn(str(artifact_copy))
 
 
@@ -250,8 +411,8 @@ def test_repacked_code_only_warns(artifact_copy, caplog):
     assert "code/inference.py differs" in caplog.text
 
 
-def test_truncated_tarball_is_refused(exports, tmp_path):
-    data = (exports("torchscript") / "model.tar.gz").read_bytes()
+def test_truncated_tarball_is_refused(exported_artifact, tmp_path):
+    data = (exported_artifact() / "model.tar.gz").read_bytes()
     broken = tmp_path / "model.tar.gz"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(inference.ArtifactError, match="truncated or corrupt"):
@@ -347,11 +508,7 @@ def test_export_from_a_training_job_tarball(tiny_model_dir, tmp_path, eager):
     model = inference.load_artifact(tarball.parent / "model")
     assert model.backend == "torch_export"
     assert not (tarball.parent / "model" / "metrics.json").exists()
-    wrapper, tokenizer = eager
-    enc = tokenizer(["A sentence."], return_tensors="pt")
-    with torch.inference_mode():
-        assert torch.allclose(model.logits(["A sentence."]), wrapper(enc["input_ids"], enc["attention_mask"]),
-                              atol=1e-5)
+    assert torch.allclose(model.logits(["A sentence."]), eager(["A sentence."]), atol=1e-5)
 
 
 def test_export_from_s3_through_the_sagemaker_sdk(tiny_model_dir, tmp_path, monkeypatch):
@@ -375,3 +532,28 @@ def test_export_from_s3_through_the_sagemaker_sdk(tiny_model_dir, tmp_path, monk
     manifest = inference.verify_artifact(tarball.parent / "model")
     assert manifest["source"] == "s3://cola-artifacts/jobs/cola-1/output/model.tar.gz"
     assert not (tmp_path / "out2").exists()
+
+
+# --------------------------------------------------------------------------------------------------- MiniLM once
+def test_minilm_int8_export_is_lean_and_agrees(tmp_path):
+    """The default model (all-MiniLM-L6-v2) with a head that has real margins, exported as int8 ONNX once."""
+    from cola_bert.backbone import load_model, load_tokenizer, minilm_path
+
+    torch.manual_seed(0)
+    model = load_model(minilm_path())
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)  # a fresh head sits at p≈0.5; a trained one has margins like these
+    source = tmp_path / "minilm"
+    model.save_pretrained(source)
+    load_tokenizer(minilm_path()).save_pretrained(source)
+    weights = (source / "model.safetensors").stat().st_size
+
+    tarball = export_model(source, tmp_path / "out", format="onnx", quantize="int8", batch_sizes=[1, 4],
+                           lengths=[1, 33, 128])
+    graph = tarball.parent / "model" / "model.onnx"
+    assert graph.stat().st_size < 0.3 * weights  # int8: about a quarter of the fp32 weights
+    assert tarball.stat().st_size <= 1.15 * graph.stat().st_size
+    manifest = json.loads((tarball.parent / "model" / "manifest.json").read_text())
+    agreement = manifest["agreement"]
+    assert agreement["count"] == 100 and agreement["label_agreement"] >= 0.97
+    assert manifest["quantization"]["fp32_max_abs_logit_diff"] <= 1e-4

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from cola_bert import inference
-from cola_bert.export import LogitsWrapper, export_model
 
 SOURCE = Path(inference.__file__)
 SENTENCES = ["The sailors rode the breeze clear of the rocks.", "Cat the mat on sat the.", "Ünïcödé 東京 😀 naïve"]
@@ -25,30 +24,20 @@ LONG = " ".join(["This long sentence keeps going"] * 40)  # > 64 tokens (the blo
 
 
 @pytest.fixture(scope="session")
-def artifact(tiny_model_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("handler_export")
-    export_model(tiny_model_dir, out, batch_sizes=[1, 8], lengths=[1, 16, 128])
-    return out / "model"
+def artifact(exported_artifact) -> Path:
+    """The default (lean) TorchScript export of the tiny model, unpacked."""
+    return exported_artifact() / "model"
+
+
+@pytest.fixture(scope="session")
+def fallback_artifact(exported_artifact) -> Path:
+    """The same with the Hugging Face fallback weights (hf_fallback=True)."""
+    return exported_artifact(hf_fallback=True) / "model"
 
 
 @pytest.fixture(scope="session")
 def model(artifact):
     return inference.model_fn(str(artifact))
-
-
-@pytest.fixture(scope="session")
-def eager(tiny_model_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    wrapper = LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-
-    def logits(sentences):
-        enc = tokenizer(sentences, truncation=True, max_length=128, padding=True, return_tensors="pt")
-        with torch.inference_mode():
-            return wrapper(enc["input_ids"], enc["attention_mask"])
-
-    return logits
 
 
 def _call(model, body, content_type="application/json", accept="application/json"):
@@ -168,6 +157,8 @@ def test_return_logits_parameter_adds_logits(model, eager):
         ("*/*", "application/x-logits+json", "application/x-logits+json"),
         ("text/html, application/x-logits+json;q=0.9", None, "application/x-logits+json"),
         ("application/*", None, "application/json"),
+        ("application/jsonlines", None, "application/jsonlines"),
+        ("*/*", "application/jsonlines", "application/jsonlines"),
     ],
 )
 def test_accept_negotiation(model, monkeypatch, accept, env, expected):
@@ -175,9 +166,23 @@ def test_accept_negotiation(model, monkeypatch, accept, env, expected):
         monkeypatch.setenv(inference.DEFAULT_ACCEPT_ENV, env)
     else:
         monkeypatch.delenv(inference.DEFAULT_ACCEPT_ENV, raising=False)
-    body, media = _call(model, json.dumps(["One."]), accept=accept)
+    prediction = inference.predict_fn(inference.input_fn(json.dumps(["One."]), "application/json"), model)
+    payload, media = inference.output_fn(prediction, accept)
     assert media == expected
+    body = [json.loads(line) for line in payload.splitlines()] if media.endswith("jsonlines") else json.loads(payload)
     assert isinstance(body[0], list if expected.endswith("logits+json") else dict)
+
+
+def test_jsonlines_is_one_line_per_sentence_in_order(model):
+    sentences = [f"Sentence number {i} has {'many ' * (i % 7)}words." for i in range(70)]  # > one chunk of 32
+    payload, media = inference.transform(model, "\n".join(sentences) + "\n", "text/plain", "application/jsonlines")
+    assert media == "application/jsonlines" and not payload.endswith("\n")
+    lines = payload.split("\n")
+    assert len(lines) == len(sentences)
+    expected, _ = _call(model, json.dumps(sentences))
+    assert [json.loads(line) for line in lines] == expected  # same objects, same order as application/json
+    assert [json.loads(line)["probabilities"] for line in lines[:3]] == [
+        _call(model, json.dumps(s))[0][0]["probabilities"] for s in sentences[:3]]
 
 
 # ---------------------------------------------------------------------------------------------- client mistakes
@@ -258,6 +263,23 @@ def test_status_codes_survive_the_real_inference_toolkit(artifact, monkeypatch):
         assert json.loads(body)[0]["label_name"] in ("unacceptable", "acceptable")
         assert sys.modules["inference"].__file__ == str(artifact / "code" / "inference.py")
 
+        # A Batch Transform MultiRecord batch: several input lines in one text/plain body, answered with exactly
+        # one JSON line per sentence, in order (AssembleWith Line then joins the answers line by line).
+        sentences = [f"Line {i}: the {'big ' * i}dog barked." for i in range(40)]
+        batch = Context({"Content-Type": "text/plain", "Accept": "application/jsonlines"})
+        [body] = transformer.transform([{"body": ("\n".join(sentences) + "\n").encode()}], batch)
+        assert batch.status is None and batch.content_type == "application/jsonlines"
+        text = body.decode() if isinstance(body, bytes) else body
+        rows = [json.loads(line) for line in text.split("\n")]
+        assert len(rows) == len(sentences)
+        handler = sys.modules["inference"]
+        local = handler.model_fn(str(artifact))
+        one_by_one = [json.loads(handler.transform(local, s, "text/plain", "application/json")[0])[0]
+                      for s in sentences]
+        for row, alone in zip(rows, one_by_one):
+            assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
+        assert [row["label"] for row in rows] == [row["label"] for row in one_by_one]
+
         for headers, payload, status in [
             ({"Content-Type": "application/json"}, b"[1, 2]", 400),
             ({"Content-Type": "image/png"}, b"\x89PNG", 415),
@@ -272,57 +294,57 @@ def test_status_codes_survive_the_real_inference_toolkit(artifact, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------- loading and fallbacks
-def test_hf_fallback_when_torch_jit_load_refuses(artifact, model, monkeypatch, caplog):
+def test_hf_fallback_when_torch_jit_load_refuses(fallback_artifact, model, monkeypatch, caplog):
     def refuse(*args, **kwargs):
         raise RuntimeError("version_ number knob: file written by a newer PyTorch")
 
     monkeypatch.setattr(torch.jit, "load", refuse)
     with caplog.at_level(logging.WARNING):
-        fallback = inference.model_fn(str(artifact))
+        fallback = inference.model_fn(str(fallback_artifact))
     assert fallback.backend == "huggingface" and model.backend == "torchscript"
     assert "falling back to the Hugging Face weights" in caplog.text and "newer PyTorch" in caplog.text
     assert torch.allclose(fallback.logits(SENTENCES + [LONG]), model.logits(SENTENCES + [LONG]), atol=1e-5)
 
 
-def test_hf_fallback_when_the_exported_model_fails_to_run(artifact, model, monkeypatch):
-    class Broken(inference.Runner):
-        backend = "torchscript"
+class Broken(inference.Runner):
+    backend = "torchscript"
 
-        def __call__(self, input_ids, attention_mask):
-            raise RuntimeError("aten::scaled_dot_product_attention: no kernel for this device")
+    def __call__(self, input_ids, attention_mask):
+        raise RuntimeError("aten::scaled_dot_product_attention: no kernel for this device")
 
+
+def test_hf_fallback_when_the_exported_model_fails_to_run(fallback_artifact, model, monkeypatch):
     monkeypatch.setattr(inference, "load_runner", lambda *a, **k: Broken(torch.device("cpu")))
-    fallback = inference.load_artifact(artifact)
-    assert fallback.backend == "huggingface"
+    fallback = inference.load_artifact(fallback_artifact)
+    assert fallback.backend == "huggingface" and fallback.device == torch.device("cpu")
     assert torch.allclose(fallback.logits(SENTENCES), model.logits(SENTENCES), atol=1e-5)
 
 
-def test_elastic_inference_attaches_the_accelerator(artifact, monkeypatch):
-    attached, optimized = [], []
-    fake = types.ModuleType("torcheia")
-    fake.jit = types.SimpleNamespace(attach_eia=lambda module, ordinal: attached.append(ordinal) or module)
-    monkeypatch.setitem(sys.modules, "torcheia", fake)
-    real = torch.jit.optimized_execution
-
-    def spy(should_optimize, *args):
-        optimized.append((should_optimize,) + args)
-        return real(should_optimize)
-
-    monkeypatch.setattr(torch.jit, "optimized_execution", spy)
-    eia = inference.model_fn(str(artifact))
-    assert attached == [0] and eia.runner.eia == "attach_eia"
-    optimized.clear()
-    rows = inference.predict_fn(inference.input_fn('["a", "b"]', "application/json"), eia)
-    assert optimized and all(call == (True,) for call in optimized)
-    assert rows["logits"].shape == (2, 2)
+def test_lean_artifact_refuses_instead_of_falling_back(artifact, monkeypatch):
+    """Without the HF weights there is nothing to fall back to: the reason is raised, nothing runs elsewhere."""
+    monkeypatch.setattr(inference, "load_runner", lambda *a, **k: Broken(torch.device("cpu")))
+    with pytest.raises(inference.ArtifactError) as info:
+        inference.load_artifact(artifact)
+    message = str(info.value)
+    assert "model.pt cannot be loaded or run on cpu" in message and "no kernel for this device" in message
+    assert "hf_fallback=true" in message
 
 
-def test_plain_execution_without_elastic_inference(model, monkeypatch):
-    monkeypatch.setattr(torch.jit, "optimized_execution",
-                        lambda *a: pytest.fail("optimized_execution must not be used without EI"))
-    assert model.runner.eia is None
-    out = inference.predict_fn(inference.input_fn('["a"]', "application/json"), model)
-    assert out["logits"].dtype == torch.float32
+def test_onnx_on_a_gpu_host_without_the_cuda_provider_is_refused(exported_artifact, monkeypatch):
+    """No silent CPU fallback: an ONNX artifact on a GPU host needs onnxruntime-gpu (or COLA_DEVICE=cpu)."""
+    import onnxruntime
+
+    path = exported_artifact("onnx") / "model" / "model.onnx"
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(inference.ArtifactError, match="no CUDAExecutionProvider.*onnxruntime-gpu"):
+        inference.load_runner(path, "onnx", torch.device("cuda"))
+    assert inference.load_runner(path, "onnx", torch.device("cpu")).backend == "onnx"
+
+
+def test_handler_has_no_elastic_inference_path():
+    source = SOURCE.read_text()
+    for gone in ("torcheia", "attach_eia", "eia:0", "optimized_execution", "SAGEMAKER_INFERENCE_ACCELERATOR"):
+        assert gone not in source, gone
 
 
 def test_predict_runs_under_inference_mode(model, monkeypatch):

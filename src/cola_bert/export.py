@@ -1,21 +1,25 @@
 """Export a trained classifier as a verified, SageMaker-ready ``model.tar.gz``.
 
     python -m cola_bert.export model_dir=RUN/model output_dir=OUT [format=torchscript|torch_export|onnx]
+    python -m cola_bert.export model_dir=RUN/model output_dir=OUT format=onnx quantize=int8
     cola-export model_dir=s3://bucket/job/output/model.tar.gz output_dir=OUT
 
 ``model_dir`` is a Hugging Face model directory (a run's ``model/``), a local ``model.tar.gz`` (e.g. a SageMaker
 training job's artifact) or an ``s3://`` URI of one. The model is wrapped as ``(input_ids, attention_mask) -> logits``
 and exported; the exported file is then reloaded and compared with the eager model on fresh random batches
 (batch sizes 1, 8, 64 × lengths from 1 to ``max_length``). If the largest |Δlogit| exceeds ``tolerance`` the export
-fails and nothing is written. Output::
+fails and nothing is written. ``quantize=int8`` (ONNX only) quantizes the verified fp32 graph with ONNX Runtime's
+dynamic quantizer. Every export is then loaded through the handler and compared with the fp32 eager model on real
+sentences (GLUE dev when the CoLA archive is found, else a shipped sample): label agreement below ``min_agreement``
+(default 0.97) refuses the export. Output::
 
     OUT/model.tar.gz              what SageMaker deploys (the files below at its root)
     OUT/model/                    the same, unpacked
-        model.pt | model.pt2 | model.onnx
-        config.json, model.safetensors            Hugging Face weights (the handler's fallback)
+        model.pt | model.pt2 | model.onnx        the weights, once
         tokenizer.json, tokenizer_config.json
         code/inference.py, code/requirements.txt
-        manifest.json                             format, versions, labels, max |Δlogit|, sha256 of every file
+        manifest.json                             format, versions, labels, max |Δlogit|, agreement, sha256 of files
+        config.json, model.safetensors            only with hf_fallback=true (the handler's fallback)
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ FORMATS: dict[str, str] = {"torchscript": "model.pt", "torch_export": "model.pt2
 JIT_OPTIMIZE = ("none", "freeze", "optimize_for_inference")
 DEFAULT_BATCH_SIZES = (1, 8, 64)
 DEFAULT_TOLERANCE = 1e-4
+QUANTIZE = ("none", "int8")
+DEFAULT_MIN_AGREEMENT = 0.97
+SAMPLE_SENTENCES = Path(__file__).resolve().parent / "samples" / "agreement_sentences.txt"
+COLA_ARCHIVE_NAME = "cola_public_1.1.zip"
+GLUE_DEV_MEMBERS = ("cola_public/raw/in_domain_dev.tsv", "cola_public/raw/out_of_domain_dev.tsv")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "vocab.json")
 SMOKE_SENTENCES = (
     "The sailors rode the breeze clear of the rocks.",
@@ -101,7 +110,7 @@ def _python_marker(package: str) -> str:
     return " ; " + " and ".join(clauses) if clauses else ""
 
 
-def requirements_txt(fmt: str, hf_fallback: bool = True) -> str:
+def requirements_txt(fmt: str, hf_fallback: bool = False, onnxruntime_package: str = "onnxruntime") -> str:
     """``code/requirements.txt``: pinned to the versions the export was verified with, never torch."""
     lines = [
         "# pip-installed by the SageMaker PyTorch serving container before code/inference.py is imported.",
@@ -114,6 +123,9 @@ def requirements_txt(fmt: str, hf_fallback: bool = True) -> str:
         packages.append("onnxruntime")
     for package in packages:
         version = _version(package)
+        if package == "onnxruntime" and onnxruntime_package != "onnxruntime":
+            # onnxruntime-gpu is released in lockstep with onnxruntime: same version, CUDA execution provider.
+            package = onnxruntime_package
         if version is None:
             raise ExportError(f"`{package}` is not installed here, but the artifact needs it: pip install {package}")
         lines.append(f"{package}=={version}{_python_marker(package)}")
@@ -295,7 +307,56 @@ def _write_torchscript(wrapper: LogitsWrapper, example: tuple, path: Path, jit_o
             module = torch.jit.freeze(module)
         elif jit_optimize == "optimize_for_inference":
             module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+        device_free(module)
         torch.jit.save(module, str(path))
+
+
+def device_constants(module: Any) -> list[str]:
+    """The ``Device`` constants (e.g. ``"cpu"``) in a TorchScript module's forward graphs, submodules included."""
+    found = []
+    for graph in _forward_graphs(module):
+        for node in graph.findAllNodes("prim::Constant", True):
+            if node.output().type().kind() == "DeviceObjType":
+                found.append(str(node).strip())
+    return found
+
+
+def _forward_graphs(module: Any) -> list:
+    graphs = []
+    for sub in module.modules():
+        try:
+            graphs.append(sub._c._get_method("forward").graph)
+        except RuntimeError:  # a submodule without forward (inlined by freeze)
+            continue
+    return graphs
+
+
+def device_free(module: Any) -> int:
+    """Replace baked-in device constants with the device of the graph's first tensor input; returns how many.
+
+    Tracing records the device of every tensor the model creates (transformers' mask code calls
+    ``torch.arange(..., device=input.device)``) as a constant ``"cpu"``; a GPU endpoint loading the file with
+    ``map_location="cuda"`` would then mix CPU and GPU tensors. After the rewrite the graph creates those tensors on
+    whatever device its inputs are on.
+    """
+    replaced = 0
+    for graph in _forward_graphs(module):
+        constants = [node for node in graph.findAllNodes("prim::Constant", True)
+                     if node.output().type().kind() == "DeviceObjType"]
+        if not constants:
+            continue
+        tensors = [value for value in graph.inputs() if value.type().kind() == "TensorType"]
+        if not tensors:
+            raise ExportError("a TorchScript graph creates tensors on a fixed device but has no tensor input to "
+                              "take the device from; try format=onnx.")
+        device = graph.create("prim::device", [tensors[0]])
+        device.output().setType(torch._C.DeviceObjType.get())
+        device.insertBefore(next(iter(graph.nodes())))
+        for node in constants:
+            node.output().replaceAllUsesWith(device.output())
+            node.destroy()
+            replaced += 1
+    return replaced
 
 
 def _write_torch_export(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: int) -> None:
@@ -325,6 +386,103 @@ def _write_onnx(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: 
             wrapper, example, str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
             dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False,
         )
+
+
+def _quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+    """Dynamic int8 quantization with ONNX Runtime's quantizer: int8 weights, activations quantized per call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()  # the quantizer advises pre-processing on the root logger; measured: no gain here
+    level = root.level
+    try:
+        root.setLevel(logging.ERROR)
+        with _quiet():
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
+                             reduce_range=reduce_range)
+    finally:
+        root.setLevel(level)
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "onnxruntime_version": _version("onnxruntime"),
+        "weight_type": "QInt8",
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+    }
+
+
+# ------------------------------------------------------------------------------------------- agreement sentences
+def find_cola_archive(archive: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The CoLA zip: ``archive`` when given (must exist), else ``data_dir/cola_public_1.1.zip`` when present."""
+    if archive:
+        path = Path(archive).expanduser()
+        if not path.is_file():
+            raise ExportError(f"data.archive={archive} does not exist. Pass the path of {COLA_ARCHIVE_NAME}, or "
+                              "leave data.archive unset to check agreement on the shipped sample sentences.")
+        return path
+    if data_dir:
+        path = Path(data_dir).expanduser() / COLA_ARCHIVE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def agreement_sentences(archive: Path | None = None, sentences_file: str | os.PathLike[str] | None = None,
+                        ) -> tuple[list[str], str]:
+    """Real sentences for the agreement check and where they came from.
+
+    ``sentences_file`` (one sentence per line) wins; else GLUE dev (CoLA in_domain_dev + out_of_domain_dev, 1043
+    sentences) from the archive; else the sample shipped with the package.
+    """
+    if sentences_file:
+        path = Path(sentences_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ExportError(f"agreement_sentences={sentences_file} cannot be read as UTF-8 text ({err}).") from err
+        sentences = [line.strip() for line in lines if line.strip()]
+        if not sentences:
+            raise ExportError(f"agreement_sentences={sentences_file} holds no sentences (one per line expected).")
+        return sentences, f"{path} ({len(sentences)} sentences)"
+    if archive is not None:
+        import csv
+        import io
+        import zipfile
+
+        sentences = []
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for member in GLUE_DEV_MEMBERS:
+                    text = zf.read(member).decode("utf-8")
+                    rows = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+                    sentences += [row[3] for row in rows if len(row) >= 4]
+        except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+            raise ExportError(f"{archive} is not a readable CoLA archive ({type(err).__name__}: {err}); pass "
+                              f"data.archive= the official {COLA_ARCHIVE_NAME}.") from err
+        return sentences, f"GLUE dev: CoLA in_domain_dev + out_of_domain_dev from {archive.name} ({len(sentences)})"
+    sentences = [line.strip() for line in SAMPLE_SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sentences, f"shipped sample {SAMPLE_SENTENCES.name} ({len(sentences)} sentences; CoLA archive not found)"
+
+
+def eager_probabilities(wrapper: LogitsWrapper, tokenizer: Any, sentences: Sequence[str], max_length: int,
+                        batch_size: int = 64) -> torch.Tensor:
+    """Softmax of the fp32 eager model over ``sentences`` (batches of similar length), in input order."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    out = torch.empty((len(sentences), wrapper.model.config.num_labels), dtype=torch.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        enc = tokenizer([sentences[i] for i in chunk], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
+        with torch.inference_mode():
+            logits = wrapper(enc["input_ids"], enc["attention_mask"].long()).float()
+        out[torch.tensor(chunk)] = torch.softmax(logits, dim=-1)
+    return out
+
+
+def label_agreement(expected: torch.Tensor, got: torch.Tensor) -> dict[str, Any]:
+    """Share of equal argmax labels and the largest |Δprobability| between two ``[n, labels]`` probability tensors."""
+    same = int((expected.argmax(-1) == got.argmax(-1)).sum())
+    return {"count": int(expected.shape[0]), "agreeing": same, "label_agreement": same / max(1, expected.shape[0]),
+            "max_abs_prob_diff": float((expected - got).abs().max()) if expected.numel() else 0.0}
 
 
 # ------------------------------------------------------------------------------------------------- verification
@@ -380,16 +538,37 @@ def export_model(
     lengths: Sequence[int] | None = None,
     seed: int = 0,
     jit_optimize: str = "freeze",
-    hf_fallback: bool = True,
+    hf_fallback: bool = False,
+    quantize: str = "none",
+    per_channel: bool = False,
+    reduce_range: bool = False,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    cola_archive: str | os.PathLike[str] | None = None,
+    agreement_file: str | os.PathLike[str] | None = None,
+    onnxruntime_package: str = "onnxruntime",
 ) -> Path:
     """Export, verify and package a classifier; returns ``output_dir/model.tar.gz``.
 
     ``output_dir/model/`` (unpacked) and ``output_dir/model.tar.gz`` are replaced only when everything succeeded;
     on any error nothing under ``output_dir`` changes. Raises ``ExportError`` (``ExportVerificationError`` when
-    max |Δlogit| > ``tolerance``).
+    max |Δlogit| > ``tolerance`` for the fp32 graph, or when the label agreement with the fp32 eager model on real
+    sentences is below ``min_agreement``). ``quantize="int8"`` (ONNX only) quantizes the verified fp32 graph.
+    ``hf_fallback`` adds ``config.json`` + ``model.safetensors`` (the weights a second time) for the handler's
+    transformers fallback.
     """
     if format not in FORMATS:
         raise ExportError(f"Unknown format={format!r}. Choose one of: {', '.join(FORMATS)} (default torchscript).")
+    if quantize not in QUANTIZE:
+        raise ExportError(f"Unknown quantize={quantize!r}. Choose one of: {', '.join(QUANTIZE)}.")
+    if quantize == "int8" and format != "onnx":
+        raise ExportError(
+            f"quantize=int8 is offered for format=onnx only (ONNX Runtime's dynamic quantizer; see docs/serving.md "
+            f"for why not {format}). Use: format=onnx quantize=int8."
+        )
+    if not 0.0 <= float(min_agreement) <= 1.0:
+        raise ExportError(f"min_agreement must lie in 0..1 (a share of labels), got {min_agreement!r}.")
+    if onnxruntime_package not in ("onnxruntime", "onnxruntime-gpu"):
+        raise ExportError(f"onnxruntime_package must be onnxruntime or onnxruntime-gpu, got {onnxruntime_package!r}.")
     if jit_optimize not in JIT_OPTIMIZE:
         raise ExportError(f"Unknown jit_optimize={jit_optimize!r}. Choose one of: {', '.join(JIT_OPTIMIZE)}.")
     if not isinstance(max_length, int) or max_length < 1:
@@ -405,6 +584,8 @@ def export_model(
         raise ExportError(f"output_dir={output_dir} exists and is not a directory.")
     parent = output_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
+    sentences, sentence_source = agreement_sentences(find_cola_archive(cola_archive, None) if cola_archive else None,
+                                                     agreement_file)
 
     work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=parent))
     try:
@@ -420,13 +601,15 @@ def export_model(
         wrapper = LogitsWrapper(model).eval()
         example = _example_inputs(min(max_length, 16), pad_id)
         model_file = FORMATS[format]
+        # The fp32 graph is verified against the tolerance; an int8 graph is made from it afterwards.
+        graph_path = work / "fp32.onnx" if quantize == "int8" else stage / model_file
         try:
             if format == "torchscript":
-                _write_torchscript(wrapper, example, stage / model_file, jit_optimize)
+                _write_torchscript(wrapper, example, graph_path, jit_optimize)
             elif format == "torch_export":
-                _write_torch_export(wrapper, example, stage / model_file, max_length)
+                _write_torch_export(wrapper, example, graph_path, max_length)
             else:
-                _write_onnx(wrapper, example, stage / model_file, max_length)
+                _write_onnx(wrapper, example, graph_path, max_length)
         except ExportError:
             raise
         except Exception as err:  # noqa: BLE001 - tracer/exporter errors: say which format failed
@@ -436,7 +619,7 @@ def export_model(
                 f"Try another format ({others})."
             ) from err
 
-        runner = inference.load_runner(stage / model_file, format, torch.device("cpu"))
+        runner = inference.load_runner(graph_path, format, torch.device("cpu"))
         worst, where = max_abs_logit_diff(wrapper, runner, batch_sizes, lengths, vocab_size, pad_id, seed)
         log.info("max |Δlogit| exported vs eager: %.3g (at batch %d × length %d)", worst, *where)
         if not worst <= tolerance:
@@ -445,9 +628,19 @@ def export_model(
                 f"{worst:.3g} (batch {where[0]} × length {where[1]}), above the tolerance {tolerance:g}. Nothing "
                 f"was written. Try another format or jit_optimize=none.", worst,
             )
+        quantization = None
+        if quantize == "int8":
+            del runner
+            quantization = _quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range)
+            quantized = inference.load_runner(stage / model_file, format, torch.device("cpu"))
+            quantization["fp32_max_abs_logit_diff"] = worst
+            quantization["max_abs_logit_diff"], _ = max_abs_logit_diff(
+                wrapper, quantized, batch_sizes, lengths, vocab_size, pad_id, seed)
+            graph_path.unlink()
 
         with _quiet():
-            model.save_pretrained(str(stage), safe_serialization=True)
+            if hf_fallback:
+                model.save_pretrained(str(stage), safe_serialization=True)
             tokenizer.save_pretrained(str(stage))
         for stray in ("special_tokens_map.json", "added_tokens.json"):
             if (stage / stray).is_file() and not (root / stray).is_file():
@@ -455,7 +648,8 @@ def export_model(
         if not (stage / "tokenizer.json").is_file():
             raise ExportError(f"{root}: the tokenizer did not save a tokenizer.json; a fast tokenizer is required.")
         shutil.copyfile(inference.__file__, stage / "code" / "inference.py")
-        (stage / "code" / "requirements.txt").write_text(requirements_txt(format, hf_fallback), encoding="utf-8")
+        (stage / "code" / "requirements.txt").write_text(
+            requirements_txt(format, hf_fallback, onnxruntime_package), encoding="utf-8")
 
         for path in stage.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # save_pretrained writes some files 0600
@@ -464,10 +658,16 @@ def export_model(
             max_abs_diff=worst, tolerance=tolerance, batch_sizes=batch_sizes, lengths=lengths, seed=seed,
             jit_optimize=jit_optimize if format == "torchscript" else None, pad_token=tokenizer.pad_token,
             pad_id=pad_id, source=str(model_dir), model_type=getattr(model.config, "model_type", None),
+            quantization=quantization, hf_fallback=hf_fallback,
         )
-        (stage / inference.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest_path = stage / inference.MANIFEST_NAME
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-        _smoke_test(stage, wrapper, tokenizer, max_length, tolerance)
+        loaded = _smoke_test(stage, wrapper, tokenizer, max_length, None if quantization else tolerance)
+        manifest["agreement"] = _check_agreement(loaded, wrapper, tokenizer, sentences, sentence_source,
+                                                 max_length, float(min_agreement), format, quantize)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        del loaded
         tarball = work / "model.tar.gz"
         _write_tarball(stage, tarball)
         _install(work, output_dir, {"model": stage, "model.tar.gz": tarball})
@@ -502,6 +702,8 @@ def _manifest(stage: Path, **info: Any) -> dict[str, Any]:
         "tokenizer": {"file": "tokenizer.json", "pad_token": info["pad_token"], "pad_token_id": info["pad_id"]},
         "jit_optimize": info["jit_optimize"],
         "max_abs_logit_diff": info["max_abs_diff"],
+        "quantization": info["quantization"],
+        "hf_fallback": info["hf_fallback"],
         "verification": {
             "tolerance": info["tolerance"],
             "batch_sizes": list(info["batch_sizes"]),
@@ -515,8 +717,34 @@ def _manifest(stage: Path, **info: Any) -> dict[str, Any]:
     }
 
 
-def _smoke_test(stage: Path, wrapper: LogitsWrapper, tokenizer: Any, max_length: int, tolerance: float) -> None:
-    """Load the staged artifact exactly as the handler will and compare with the eager model on real sentences."""
+def _check_agreement(loaded: Any, wrapper: LogitsWrapper, tokenizer: Any, sentences: list[str], source: str,
+                     max_length: int, min_agreement: float, fmt: str, quantize: str) -> dict[str, Any]:
+    """Label agreement of the packaged artifact (through the handler) with the fp32 eager model; refuse below the bar."""
+    expected = eager_probabilities(wrapper, tokenizer, sentences, max_length)
+    got = torch.softmax(loaded.logits(sentences), dim=-1)
+    result = label_agreement(expected, got)
+    result.update({"sentences": source, "reference": "fp32 eager transformers model", "min_agreement": min_agreement})
+    log.info("label agreement %.4f, max |Δprob| %.3g on %s", result["label_agreement"], result["max_abs_prob_diff"],
+             source)
+    if result["label_agreement"] < min_agreement:
+        what = f"{fmt} {quantize}" if quantize != "none" else fmt
+        raise ExportVerificationError(
+            f"Verification failed: the {what} artifact agrees with the fp32 eager model on only "
+            f"{result['agreeing']}/{result['count']} labels ({100 * result['label_agreement']:.1f}%, max |Δprob| "
+            f"{result['max_abs_prob_diff']:.3g}) on {source}, below min_agreement={min_agreement:g}. Nothing was "
+            "written. Export without quantization, or accept the loss explicitly with a lower bar, e.g. "
+            "min_agreement=0.9.", result["max_abs_prob_diff"],
+        )
+    return result
+
+
+def _smoke_test(stage: Path, wrapper: LogitsWrapper, tokenizer: Any, max_length: int,
+                tolerance: float | None) -> Any:
+    """Load the staged artifact exactly as the handler will and compare with the eager model on real sentences.
+
+    Returns the loaded model. ``tolerance=None`` (quantized graphs) checks the tokenizer only: the agreement check
+    judges the predictions.
+    """
     loaded = inference.load_artifact(stage, device=torch.device("cpu"))
     manifest = loaded.manifest
     if loaded.backend != manifest["format"]:
@@ -536,11 +764,12 @@ def _smoke_test(stage: Path, wrapper: LogitsWrapper, tokenizer: Any, max_length:
         expected = wrapper(enc["input_ids"], enc["attention_mask"].long())
     got = loaded.logits(sentences)
     diff = float((expected - got).abs().max())
-    if not diff <= tolerance:
+    if tolerance is not None and not diff <= tolerance:
         raise ExportVerificationError(
             f"Verification failed: the packaged artifact's predictions differ from the eager model by {diff:.3g} "
             f"on real sentences (tolerance {tolerance:g}). Nothing was written.", diff,
         )
+    return loaded
 
 
 def _write_tarball(stage: Path, tarball: Path) -> None:
@@ -594,22 +823,42 @@ def run(cfg: Any) -> Path:
         if OmegaConf.is_missing(cfg, key) or not cfg.get(key):
             raise ExportError(
                 f"{key}= is required: python -m cola_bert.export model_dir=RUN/model output_dir=OUT "
-                "[format=torchscript|torch_export|onnx]"
+                "[format=torchscript|torch_export|onnx] [quantize=int8]"
             )
+    data = cfg.get("data") or {}
+    archive = find_cola_archive(data.get("archive"), data.get("data_dir"))
     tarball = export_model(
         cfg.model_dir, cfg.output_dir, format=str(cfg.format), max_length=int(cfg.max_length),
         tolerance=float(cfg.tolerance), batch_sizes=list(cfg.batch_sizes),
         lengths=list(cfg.lengths) if cfg.get("lengths") else None, seed=int(cfg.seed),
-        jit_optimize=str(cfg.jit_optimize), hf_fallback=bool(cfg.hf_fallback),
+        jit_optimize=str(cfg.jit_optimize), hf_fallback=bool(cfg.hf_fallback), quantize=str(cfg.quantize),
+        per_channel=bool(cfg.per_channel), reduce_range=bool(cfg.reduce_range),
+        min_agreement=float(cfg.min_agreement), cola_archive=archive, agreement_file=cfg.get("agreement_sentences"),
+        onnxruntime_package=str(cfg.onnxruntime_package),
     )
     manifest = json.loads((tarball.parent / "model" / inference.MANIFEST_NAME).read_text(encoding="utf-8"))
     verification = manifest["verification"]
-    print(f"Exported {manifest['format']} model: {tarball} ({tarball.stat().st_size / 1e6:.1f} MB)")
+    quantization = manifest.get("quantization")
+    kind = manifest["format"] + (" int8" if quantization else "")
+    graph_mb = (tarball.parent / "model" / manifest["model_file"]).stat().st_size / 1e6
+    print(f"Exported {kind} model: {tarball} ({tarball.stat().st_size / 1e6:.1f} MB; "
+          f"{manifest['model_file']} {graph_mb:.1f} MB)")
     print(f"  unpacked:  {tarball.parent / 'model'}")
     print(
         f"  verified:  max |Δlogit| vs eager = {manifest['max_abs_logit_diff']:.3g} (tolerance "
         f"{verification['tolerance']:g}) over batch sizes {verification['batch_sizes']} × "
         f"{len(verification['lengths'])} lengths 1..{manifest['max_length']}"
+        + (" (the fp32 graph, before quantization)" if quantization else "")
+    )
+    if quantization:
+        print(f"  int8:      {quantization['method']} ({quantization['weight_type']} weights, per_channel="
+              f"{quantization['per_channel']}, reduce_range={quantization['reduce_range']}); max |Δlogit| vs "
+              f"eager = {quantization['max_abs_logit_diff']:.3g}")
+    agreement = manifest["agreement"]
+    print(
+        f"  agreement: {100 * agreement['label_agreement']:.2f}% labels ({agreement['agreeing']}/"
+        f"{agreement['count']}) vs the fp32 eager model, max |Δprob| = {agreement['max_abs_prob_diff']:.3g} "
+        f"(min_agreement {agreement['min_agreement']:g}); sentences: {agreement['sentences']}"
     )
     print(
         f"  versions:  torch {manifest['torch_version']}, transformers {manifest['transformers_version']}; "

@@ -16,6 +16,8 @@ Responses
     ``{"label": 1, "label_name": "acceptable", "score": 0.93, "probabilities": [0.07, 0.93]}``
     (plus ``"logits"`` when ``parameters.return_logits`` is true).
     ``application/x-logits+json``: the raw logits, ``[[l0, l1], ...]`` (what the original blog-post endpoint returned).
+    ``application/jsonlines``: the same objects as ``application/json``, one per line, in request order, no trailing
+    newline: what Batch Transform (SplitType Line, MultiRecord, AssembleWith Line) writes, one line per input line.
 Client mistakes raise ``RequestError`` (4xx). When ``sagemaker_inference`` is importable it derives from its
 ``GenericInferenceToolkitError`` so the container keeps the status code; otherwise from a local class with the same
 attributes (``status_code``, ``message``).
@@ -23,6 +25,9 @@ attributes (``status_code``, ``message``).
 Environment: ``COLA_MAX_SENTENCES`` (default 1000) caps sentences per request, ``COLA_BATCH_SIZE`` (default 32) is
 the chunk size of one forward pass, ``COLA_DEVICE`` forces ``cpu``/``cuda``, ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``
 is the response type when the request has no Accept (or ``*/*``).
+
+Devices: on a GPU host the exported graph runs on the GPU (TorchScript files are exported device-free, ONNX needs
+``onnxruntime-gpu``); when it cannot, loading fails with the reason instead of silently running on the CPU.
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 TEXT_TYPE = "text/plain"
 LOGITS_TYPE = "application/x-logits+json"
+JSONLINES_TYPE = "application/jsonlines"
 CONTENT_TYPES = (JSON_TYPE, TEXT_TYPE, CSV_TYPE)
-ACCEPT_TYPES = (JSON_TYPE, LOGITS_TYPE)
+ACCEPT_TYPES = (JSON_TYPE, JSONLINES_TYPE, LOGITS_TYPE)
 
 MAX_SENTENCES_ENV = "COLA_MAX_SENTENCES"
 DEFAULT_MAX_SENTENCES = 1000
@@ -61,7 +67,6 @@ BATCH_SIZE_ENV = "COLA_BATCH_SIZE"
 DEFAULT_BATCH_SIZE = 32
 DEVICE_ENV = "COLA_DEVICE"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
-EIA_PRESENT_ENV = "SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"
 
 _HASH_CHUNK = 1 << 20
 PathLike = Union[str, "os.PathLike[str]"]
@@ -368,14 +373,6 @@ def _grad_context():
     return inference_mode() if inference_mode is not None else torch.no_grad()
 
 
-def _torcheia():
-    try:
-        import torcheia  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return torcheia
-
-
 class Runner(object):
     """``runner(input_ids, attention_mask) -> logits`` (float32, CPU) for int64 ``[batch, seq]`` inputs."""
 
@@ -391,11 +388,10 @@ class Runner(object):
 class TorchModuleRunner(Runner):
     """A TorchScript module, a ``torch.export`` program's module, or a Hugging Face model."""
 
-    def __init__(self, module: Any, device: torch.device, backend: str, eia: Optional[str] = None):
+    def __init__(self, module: Any, device: torch.device, backend: str):
         super().__init__(device)
         self.module = module
         self.backend = backend
-        self.eia = eia  # "attach_eia" (torch 1.5.1 + torcheia), "target_device" (torch 1.3.1) or None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.backend == "huggingface":
@@ -407,14 +403,7 @@ class TorchModuleRunner(Runner):
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         with _grad_context():
-            if self.eia == "attach_eia":
-                with torch.jit.optimized_execution(True):
-                    logits = self._forward(input_ids, attention_mask)
-            elif self.eia == "target_device":
-                with torch.jit.optimized_execution(True, {"target_device": "eia:0"}):
-                    logits = self._forward(input_ids, attention_mask)
-            else:
-                logits = self._forward(input_ids, attention_mask)
+            logits = self._forward(input_ids, attention_mask)
         return logits.detach().float().cpu()
 
 
@@ -447,29 +436,36 @@ def load_runner(path: PathLike, fmt: str, device: Optional[torch.device] = None)
     if fmt == "torchscript":
         with warnings.catch_warnings():  # torch >= 2.9 marks torch.jit deprecated; loading is still supported
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(path, map_location=device)
+            module = torch.jit.load(path, map_location=device)  # the graph is device-free (cola_bert.export)
         module.eval()
-        eia = None
-        torcheia = _torcheia()
-        if torcheia is not None:  # Elastic Inference container (torch 1.5.1)
-            module = torcheia.jit.attach_eia(module, 0)
-            eia = "attach_eia"
-        elif os.environ.get(EIA_PRESENT_ENV) == "true":  # torch 1.3.1 EI container
-            eia = "target_device"
-        return TorchModuleRunner(module, device, "torchscript", eia=eia)
+        return TorchModuleRunner(module, device, "torchscript")
     if fmt == "torch_export":
         program = torch.export.load(path)
-        module = program.module()
         if device.type != "cpu":
-            module = module.to(device)
-        return TorchModuleRunner(module, device, "torch_export")
+            move = getattr(getattr(torch.export, "passes", None), "move_to_device_pass", None)
+            if move is None:
+                raise ArtifactError(
+                    "torch {} cannot move a torch.export program to {} (torch.export.passes.move_to_device_pass "
+                    "is missing); serve format=torchscript on this GPU instead.".format(torch.__version__, device)
+                )
+            program = move(program, device)
+        return TorchModuleRunner(program.module(), device, "torch_export")
     if fmt == "onnx":
         import onnxruntime
 
         providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise ArtifactError(
+                    "This host has a GPU but the installed onnxruntime {} has no CUDAExecutionProvider, so the ONNX "
+                    "model would run on the CPU. Export with onnxruntime_package=onnxruntime-gpu for GPU endpoints, "
+                    "deploy this artifact on a CPU instance, or set {}=cpu to run it on the CPU on purpose.".format(
+                        onnxruntime.__version__, DEVICE_ENV)
+                )
             providers.insert(0, "CUDAExecutionProvider")
-        session = onnxruntime.InferenceSession(path, providers=providers)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # as many as torch (OMP_NUM_THREADS, set_num_threads)
+        session = onnxruntime.InferenceSession(path, options, providers=providers)
         return OnnxRunner(session, device)
     raise ArtifactError("unknown model format {!r}; expected one of {}".format(fmt, ", ".join(FORMATS)))
 
@@ -550,8 +546,9 @@ def load_artifact(
 ) -> ColaModel:
     """Load an exported artifact directory: verify hashes, load the exported model and the tokenizer.
 
-    When the exported file cannot be loaded or run here (e.g. TorchScript written by a newer torch), fall back to the
-    Hugging Face weights in the same directory and log why.
+    When the exported file cannot be loaded or run here (e.g. TorchScript written by a newer torch) and the artifact
+    carries the Hugging Face weights (``hf_fallback=true`` at export), fall back to them on the same device and log
+    why; without them, raise ``ArtifactError`` with the reason. Never moves to another device on its own.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -567,15 +564,18 @@ def load_artifact(
     except ArtifactError:
         raise
     except Exception as err:  # noqa: BLE001 - any load/run failure of the exported file triggers the fallback
-        logger.warning(
-            "Cannot use %s (%s: %s) with torch %s; falling back to the Hugging Face weights in %s",
-            model_path.name, type(err).__name__, err, torch.__version__, model_dir,
-        )
-        if not (model_dir / "config.json").is_file():
+        if not (model_dir / "config.json").is_file() or not any(model_dir.glob("*.safetensors")):
             raise ArtifactError(
-                "{} cannot be loaded ({}: {}) and the artifact has no config.json for the Hugging Face "
-                "fallback.".format(model_path, type(err).__name__, err)
+                "{} cannot be loaded or run on {} with torch {} ({}: {}). The artifact carries no Hugging Face "
+                "weights to fall back to: serve it with the torch version it was exported with ({}), or re-export "
+                "with hf_fallback=true.".format(
+                    model_path.name, device, torch.__version__, type(err).__name__, str(err)[:500],
+                    manifest.get("torch_version", "see manifest.json"))
             ) from err
+        logger.warning(
+            "Cannot use %s (%s: %s) with torch %s on %s; falling back to the Hugging Face weights in %s",
+            model_path.name, type(err).__name__, err, torch.__version__, device, model_dir,
+        )
         model = ColaModel(load_hf_runner(model_dir, device), tokenizer, manifest, model_dir)
         _warm_up(model)
     logger.info("loaded %s model from %s on %s", model.backend, model_dir, device)
@@ -809,6 +809,15 @@ def output_fn(prediction, accept):
     logits = prediction["logits"].tolist()
     if media == LOGITS_TYPE:
         return json.dumps(logits), LOGITS_TYPE
+    rows = prediction_rows(prediction)
+    if media == JSONLINES_TYPE:
+        return "\n".join(json.dumps(row, ensure_ascii=False) for row in rows), JSONLINES_TYPE
+    return json.dumps(rows, ensure_ascii=False), JSON_TYPE
+
+
+def prediction_rows(prediction: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One ``{"label", "label_name", "score", "probabilities"[, "logits"]}`` object per sentence, in order."""
+    logits = prediction["logits"].tolist()
     names = prediction["label_names"]
     rows = []
     for row_logits, probs in zip(logits, prediction["probabilities"].tolist()):
@@ -822,7 +831,7 @@ def output_fn(prediction, accept):
         if prediction.get("return_logits"):
             row["logits"] = row_logits
         rows.append(row)
-    return json.dumps(rows, ensure_ascii=False), JSON_TYPE
+    return rows
 
 
 def transform(model: ColaModel, body: Any, content_type: Optional[str], accept: Optional[str]) -> Tuple[str, str]:
@@ -834,5 +843,6 @@ __all__ = [
     "ArtifactError", "ColaModel", "LocalInferenceError", "RequestError", "Runner", "artifact_path",
     "check_archive_members", "extract_tarball", "safe_extract", "tokenizer_file", "verify_tarball",
     "input_fn", "load_artifact", "load_hf_runner", "load_runner", "model_fn", "output_fn", "predict_fn",
+    "prediction_rows",
     "read_manifest", "select_accept", "sha256_file", "transform", "verify_artifact",
 ]
