@@ -114,6 +114,26 @@ def test_transform_job_fields_upload_and_output(archive, tiny_export, sentences_
     assert f"{out_file}: {len(SENTENCES)} predictions" in out
 
 
+def test_more_lines_than_the_handlers_default_cap_stay_aligned(archive, tiny_export, tmp_path, output_bucket,
+                                                               handler_container):  # fmt: skip
+    """1,200 lines in one MultiRecord request: over the handler's default cap of 1,000 sentences per request, so the
+    job's COLA_MAX_SENTENCES is what lets it through; one answer per line, in order."""
+    lines = [f"Item {i} is {'good' if i % 3 else 'bad'}." for i in range(1200)]
+    path = tmp_path / "many.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = batch.execute(cfg_for(f"model_data={archive}", f"input={path}", f"output={output_bucket}",
+                                   f"aws.role={ROLE}"))  # fmt: skip
+    (request,) = handler_container.requests
+    assert request["body"].split("\n") == lines
+    rows = (tmp_path / "many.txt.out").read_text(encoding="utf-8").splitlines()
+    assert result["summary"]["count"] == len(rows) == len(lines)
+    model = inference.model_fn(str(tiny_export / "model"))
+    picks = [0, 1, 2, 600, len(lines) - 1]
+    data = inference.predict_fn({"sentences": [lines[i] for i in picks]}, model)
+    for i, row in zip(picks, json.loads(inference.output_fn(data, "application/json")[0])):
+        assert json.loads(rows[i])["probabilities"] == pytest.approx(row["probabilities"], abs=1e-6)
+
+
 def test_model_is_created_once_per_archive_digest(archive, sentences_file, output_bucket, api_calls, tmp_path):
     common = [f"input={sentences_file}", f"output={output_bucket}", f"aws.role={ROLE}", "wait=false"]
     first = batch.execute(cfg_for(f"model_data={archive}", *common))
