@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
 from cola_bert.archive import sha256_of
-from launch import aws
-from launch.aws import LaunchError, aws_errors
+from launch.errors import LaunchError, NotFound, aws_errors
+from launch.session import AwsContext, opt
 
 CHANNELS = ("train", "validation", "test")
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256 on every uploaded channel file
@@ -38,14 +37,6 @@ class PreparedData:
     sha256: dict[str, str] = field(default_factory=dict)
 
 
-def _opt(node: Any, key: str) -> Any:
-    try:
-        value = node.get(key)
-    except MissingMandatoryValue:
-        return None
-    return None if value in (None, "") else value
-
-
 def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
     """Write the channel files of `cfg.data` under `workdir/<channel>/<channel>.tsv`."""
     from cola_bert.archive import ArchiveError, ensure_cola
@@ -53,7 +44,7 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
 
     data = cfg.data
     num_labels = len(data.label_names)
-    train_file, val_file, test_file = (_opt(data, k) for k in ("train_file", "val_file", "test_file"))
+    train_file, val_file, test_file = (opt(data, k) for k in ("train_file", "val_file", "test_file"))
     try:
         if train_file or val_file:
             if not (train_file and val_file):
@@ -72,7 +63,7 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
         else:
             if test_file:
                 raise LaunchError("data.test_file needs data.train_file and data.val_file as well.")
-            cola_dir = ensure_cola(Path(data.data_dir).expanduser(), data.url, data.sha256, _opt(data, "archive"))
+            cola_dir = ensure_cola(Path(data.data_dir).expanduser(), data.url, data.sha256, opt(data, "archive"))
             parts = cola_splits(cola_dir, data.split, data.val_fraction, data.split_seed, num_labels)
             splits = {"train": parts["train"], "validation": parts["val"], "test": parts["test"]}
             source = f"CoLA ({cola_dir}), data.split={data.split}" + (
@@ -108,19 +99,15 @@ def channel_uris(bucket: str, prefix: str, prepared: PreparedData) -> dict[str, 
 
 
 def _object_matches(s3: Any, bucket: str, key: str, size: int, sha256: str) -> bool:
-    from botocore.exceptions import ClientError
-
     try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 404 or err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
+        with aws_errors(f"checking s3://{bucket}/{key}"):
+            head = s3.head_object(Bucket=bucket, Key=key)
+    except NotFound:
+        return False
     return head.get("ContentLength") == size and (head.get("Metadata") or {}).get(SHA256_METADATA) == sha256
 
 
-def upload(ctx: aws.AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dict[str, str]]:
+def upload(ctx: AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dict[str, str]]:
     """Upload the channel files unless already there. Returns (channel → S3 prefix URI, channel → what happened)."""
     bucket, base = ctx.bucket, channel_prefix(ctx.prefix, prepared.digest)
     s3 = ctx.client("s3")
@@ -128,9 +115,7 @@ def upload(ctx: aws.AwsContext, prepared: PreparedData) -> tuple[dict[str, str],
     for channel, path in prepared.files.items():
         key = f"{base}/{channel}/{path.name}"
         size, sha = path.stat().st_size, prepared.sha256[channel]
-        with aws_errors(f"checking s3://{bucket}/{key}"):
-            present = _object_matches(s3, bucket, key, size, sha)
-        if present:
+        if _object_matches(s3, bucket, key, size, sha):
             actions[channel] = "already in S3, not uploaded again"
             continue
         with aws_errors(f"uploading the {channel} data to s3://{bucket}/{key}"):
@@ -141,7 +126,7 @@ def upload(ctx: aws.AwsContext, prepared: PreparedData) -> tuple[dict[str, str],
 
 def given_inputs(inputs: Any) -> dict[str, str] | None:
     """`sagemaker.inputs` (existing S3 data) → channel → URI; None when not given."""
-    given = {c: str(v).strip() for c in CHANNELS if (v := _opt(inputs or {}, c))}
+    given = {c: str(v).strip() for c in CHANNELS if (v := opt(inputs, c))}
     if not given:
         return None
     missing = [c for c in ("train", "validation") if c not in given]

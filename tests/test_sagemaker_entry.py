@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import cola_bert.config  # noqa: F401  (registers ${minilm_path:})
-from launch import entry
-from launch.aws import LaunchError
+from cola_bert import sagemaker_entry as entry
+from launch.errors import LaunchError
 from launch.overrides import split_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,16 +25,26 @@ def compose_cfg(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
-def through_sagemaker(hyperparameters: dict[str, str]) -> dict:
-    """SDK v2 JSON-encodes each value (Framework._json_encode_hyperparameters); the toolkit decodes into SM_HPS."""
-    from launch.aws import import_sagemaker
+def through_sagemaker(hyperparameters: dict, tmp_path: Path, monkeypatch) -> dict:
+    """SDK v2 JSON-encodes each value (as in CreateTrainingJob's HyperParameters); the real training toolkit reads
+    them from hyperparameters.json and exports SM_HPS; the entry point's own parser reads SM_HPS back."""
+    from launch.session import import_sagemaker
 
     import_sagemaker()  # quietly
     from sagemaker.estimator import EstimatorBase
+    from sagemaker_training import environment
 
     encoded = EstimatorBase._json_encode_hyperparameters(hyperparameters)
     assert all(isinstance(v, str) for v in encoded.values())
-    return json.loads(json.dumps({k: json.loads(v) for k, v in encoded.items()}))  # SM_HPS
+    (tmp_path / "hyperparameters.json").write_text(json.dumps(encoded))
+    monkeypatch.setattr(environment, "hyperparameters_file_dir", str(tmp_path / "hyperparameters.json"))
+    toolkit = environment.Environment(
+        resource_config={"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"},
+        input_data_config={"train": {"TrainingInputMode": "File"}},
+        hyperparameters=environment.read_hyperparameters(),
+    )
+    sm = toolkit.to_env_vars()
+    return entry.read_hyperparameters({"SM_HPS": sm["SM_HPS"]}, toolkit.to_cmd_args())
 
 
 # ---------------------------------------------------------------------------------------------------- overrides
@@ -61,8 +71,7 @@ def test_launcher_only_overrides_stay_here():
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("hparams_search=optuna", "launch.tune"), ("model.optimizer.lr=1e-5,3e-5", "-m"), ("_x=1", "reserved"),
-     ("task_name=" + "x" * 3000, "too long")],
+    [("hparams_search=optuna", "launch.tune"), ("model.optimizer.lr=1e-5,3e-5", "-m"), ("_x=1", "reserved")],
 )  # fmt: skip
 def test_overrides_that_cannot_travel(override, message):
     with pytest.raises(LaunchError, match=re.escape(message)):
@@ -90,9 +99,9 @@ ROUND_TRIP = [
 ]
 
 
-def test_round_trip_gives_the_same_config_in_the_container():
+def test_round_trip_gives_the_same_config_in_the_container(tmp_path, monkeypatch):
     """What the container composes from SM_HPS equals what `python -m cola_bert.train <same overrides>` composes."""
-    hps = through_sagemaker(split_overrides(ROUND_TRIP).hyperparameters)
+    hps = through_sagemaker(split_overrides(ROUND_TRIP).hyperparameters, tmp_path, monkeypatch)
     rebuilt = entry.user_overrides(hps)
     local = OmegaConf.to_container(compose_cfg("train", ROUND_TRIP))
     remote = OmegaConf.to_container(compose_cfg("train", rebuilt))
@@ -110,12 +119,14 @@ def test_sm_hps_is_preferred_over_argv():
         "model": "tiny", "seed": "3", "~callbacks.progress_bar": ""}  # fmt: skip
 
 
-def test_tuner_values_become_typed_overrides():
+def test_tuner_values_become_typed_overrides(tmp_path, monkeypatch):
     """A tuning job's training jobs get the tuned values JSON-decoded by the toolkit (numbers, JSON strings for
-    categorical ranges of framework estimators) plus `_tuning_objective_metric`."""
-    hps = {"model": "tiny", "model.optimizer.lr": 0.000123, "trainer.max_epochs": 4, "data.batch_size": "32",
-           "model.warmup_ratio": 0.05, "data.group_by_length": True, "model.label_names": ["bad", "good"],
-           "_tuning_objective_metric": "val_mcc", "sagemaker_program": "entry.py"}  # fmt: skip
+    categorical ranges of framework estimators); the toolkit drops `_tuning_objective_metric` and `sagemaker_*`."""
+    hps = through_sagemaker({"model": "tiny", "model.optimizer.lr": 0.000123, "trainer.max_epochs": 4,
+                             "data.batch_size": "32", "model.warmup_ratio": 0.05, "data.group_by_length": True,
+                             "model.label_names": ["bad", "good"], "_tuning_objective_metric": "val_mcc",
+                             "sagemaker_program": "sagemaker_entry.py"}, tmp_path, monkeypatch)  # fmt: skip
+    assert "_tuning_objective_metric" not in hps and "sagemaker_program" not in hps
     overrides = entry.user_overrides(hps)
     assert not [o for o in overrides if o.startswith(("_", "sagemaker_"))]
     cfg = compose_cfg("train", overrides)
@@ -153,24 +164,38 @@ def test_several_hosts_without_torchrun_is_refused():
         entry.device_layout({"SM_HOSTS": '["algo-1","algo-2"]'})
 
 
-def test_checkpoint_dir():
-    assert entry.checkpoint_dir({}, {}) == Path("/opt/ml/checkpoints")
-    assert entry.checkpoint_dir({"SAGEMAKER_BASE_DIR": "/b"}, {}) == Path("/b/checkpoints")
-    assert entry.checkpoint_dir({"SM_CHECKPOINT_DIR": "/c", "SAGEMAKER_BASE_DIR": "/b"}, {}) == Path("/c")
-    tuning = {"_tuning_objective_metric": "val_mcc"}
-    assert entry.checkpoint_dir({"TRAINING_JOB_NAME": "t-001-abc"}, tuning) == Path("/opt/ml/checkpoints/t-001-abc")
+def test_checkpoint_dir_is_keyed_on_the_job_name():
+    assert entry.checkpoint_dir({}) == Path("/opt/ml/checkpoints")  # run by hand
+    assert entry.checkpoint_dir({"SAGEMAKER_BASE_DIR": "/b"}) == Path("/b/checkpoints")
+    assert entry.checkpoint_dir({"SM_CHECKPOINT_DIR": "/c", "SAGEMAKER_BASE_DIR": "/b"}) == Path("/c")
+    # Every job (tuning trials included: the toolkit hides that they are trials) writes under its own name.
+    assert entry.checkpoint_dir({"TRAINING_JOB_NAME": "t-001-abc"}) == Path("/opt/ml/checkpoints/t-001-abc")
+
+
+def test_resume_from_an_earlier_job(tmp_path):
+    own = tmp_path / "new-job"
+    assert entry.resume_checkpoint({}, own) == "last"
+    with pytest.raises(entry.EntryError, match="checkpoint_s3_uri"):
+        entry.resume_checkpoint({entry.RESUME_FROM_ENV: "old-job"}, own)
+    (tmp_path / "old-job").mkdir()
+    (tmp_path / "old-job" / "last.ckpt").write_bytes(b"x")
+    assert entry.resume_checkpoint({entry.RESUME_FROM_ENV: "old-job"}, own) == str(tmp_path / "old-job" / "last.ckpt")
+    own.mkdir()
+    (own / "last.ckpt").write_bytes(b"x")  # restarted after it wrote its own: continue its own
+    assert entry.resume_checkpoint({entry.RESUME_FROM_ENV: "old-job"}, own) == "last"
 
 
 def test_container_overrides_replace_what_the_container_decides():
     env = {"TRAINING_JOB_NAME": "job", "SM_NUM_GPUS": "1"}
     user = ["trainer.devices=4", "trainer=gpu", "ckpt_path=/x.ckpt", "data.num_workers=8", "seed=3"]
-    forced, replaced = entry.container_overrides(env, {}, user)
+    forced, replaced = entry.container_overrides(env, user)
     assert set(replaced) == {"trainer.devices=4", "ckpt_path=/x.ckpt", "data.num_workers=8"}
-    assert "++trainer.devices=1" in forced and "++trainer.accelerator=gpu" in forced and "ckpt_path=last" in forced
+    assert "++trainer.devices=1" in forced and "++trainer.accelerator=gpu" in forced and "ckpt_path='last'" in forced
+    assert "paths.checkpoint_dir='/opt/ml/checkpoints/job'" in forced
     assert "++trainer.enable_progress_bar=false" in forced and "paths=sagemaker" in forced
     assert f"print_every_n_steps={entry.DEFAULT_PRINT_EVERY_N_STEPS}" in forced
     assert f"data.num_workers={entry.MAX_NUM_WORKERS}" in forced
-    forced, _ = entry.container_overrides({}, {}, ["print_every_n_steps=5"])
+    forced, _ = entry.container_overrides({}, ["print_every_n_steps=5"])
     assert not [o for o in forced if o.startswith(("print_every", "++trainer.enable_progress_bar"))]
 
 
@@ -233,7 +258,9 @@ def test_sagemaker_options_compose_with_the_training_config(option):
     assert sm.use_spot_instances == (option == "spot")
     if option == "spot":
         assert sm.max_wait >= sm.max_run
-    for key in ("output_path", "max_run", "volume_size", "tags", "wait", "logs", "inputs"):
+    for key in ("output_path", "max_run", "volume_size", "tags", "wait", "logs", "inputs", "subnets",
+                "security_group_ids", "keep_alive_period_in_seconds", "volume_kms_key", "output_kms_key",
+                "max_retry_attempts", "environment"):  # fmt: skip
         assert key in sm
 
 

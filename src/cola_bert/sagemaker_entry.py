@@ -1,21 +1,24 @@
-"""SageMaker training entry point: staged as `entry.py` at the root of the job's source_dir.
+"""SageMaker training entry point, staged as `sagemaker_entry.py` at the root of the job's source_dir.
 
-Inside the PyTorch training container (`/opt/ml/code` = source_dir: `cola_bert/`, `conf/`, this file,
-`requirements.txt`) the training toolkit runs `python entry.py --key value ...` (or `torchrun ... entry.py ...` under
-`distribution={"torch_distributed": {"enabled": True}}`). This script:
+It lives beside the code it runs: it is part of the training script's contract with the SageMaker training toolkit
+(see docs/sagemaker.md). Inside the PyTorch training container (`/opt/ml/code` = source_dir: `cola_bert/`, `conf/`,
+this file, `requirements.txt`) the toolkit runs `python sagemaker_entry.py --key value ...` (or `torchrun ...
+sagemaker_entry.py ...` under `distribution={"torch_distributed": {"enabled": True}}`). This script:
 
 1. reads the hyperparameters from `SM_HPS` (exact JSON; argv holds Python `str()` renderings) — each one is a Hydra
    override forwarded by `python -m launch.train` (`model.optimizer.lr` → `3e-5`, `model` → `tiny`, ...) or a value
    picked by a SageMaker tuning job — and turns them back into `key=value` overrides;
 2. composes `conf/train.yaml` with the Hydra compose API (not @hydra.main: under torchrun every rank would create its
    own run directory) plus `paths=sagemaker` (data from the channels, model to SM_MODEL_DIR, outputs to
-   SM_OUTPUT_DATA_DIR, checkpoints to /opt/ml/checkpoints) and what the container decides: accelerator/devices from
-   SM_NUM_GPUS, num_nodes from SM_HOSTS / torchrun's WORLD_SIZE, no progress bar, resume from `last.ckpt`;
+   SM_OUTPUT_DATA_DIR) and what the container decides: accelerator/devices from SM_NUM_GPUS, num_nodes from
+   SM_HOSTS / torchrun's WORLD_SIZE, no progress bar, checkpoints in `/opt/ml/checkpoints/<TRAINING_JOB_NAME>/`
+   and resume from its `last.ckpt`;
 3. runs `cola_bert.train.train(cfg)` and, on global rank 0, adds `metrics.json` and `config.yaml` to SM_MODEL_DIR
    (next to the Hugging Face model + tokenizer) and prints a final `best_epoch=N ... val_mcc=...` line: the best
    checkpoint's scores, the last value SageMaker records per metric (a tuning job's objective).
 
-Run by hand (outside SageMaker) it also accepts `key=value` arguments, e.g. `python entry.py model=tiny`.
+Run by hand (outside SageMaker) it also accepts `key=value` arguments, e.g. `python sagemaker_entry.py model=tiny`.
+It imports nothing from AWS.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ MAX_NUM_WORKERS = 2  # /dev/shm is small in SageMaker containers (DataLoader "Bu
 # Not set by SageMaker (checkpoints are /opt/ml/checkpoints, or $SAGEMAKER_BASE_DIR/checkpoints): for tests/local runs.
 CHECKPOINT_DIR_ENV = "SM_CHECKPOINT_DIR"
 SYNC_BEST_ENV = "COLA_BERT_SYNC_BEST_WEIGHTS"  # 1/0; default: only when training spans several nodes
-TUNING_OBJECTIVE_HP = "_tuning_objective_metric"  # added by SageMaker to every training job of a tuning job
+# A job name whose checkpoints a new job continues from (a stopped job's; its checkpoint_s3_uri must be this job's).
+RESUME_FROM_ENV = "COLA_BERT_RESUME_FROM"
 
 
 class EntryError(RuntimeError):
@@ -223,16 +227,36 @@ def channel_files(environ: Mapping[str, str]) -> dict[str, Path]:
     return found
 
 
-def checkpoint_dir(environ: Mapping[str, str], hps: Mapping[str, Any]) -> Path:
-    """/opt/ml/checkpoints (synced with checkpoint_s3_uri); $SM_CHECKPOINT_DIR or $SAGEMAKER_BASE_DIR/checkpoints
-    instead when set. Training jobs of a tuning job share one checkpoint_s3_uri: each uses its own subdirectory."""
+def checkpoint_dir(environ: Mapping[str, str]) -> Path:
+    """Where this job writes and resumes checkpoints: `/opt/ml/checkpoints/<TRAINING_JOB_NAME>/`.
+
+    SageMaker syncs the whole `checkpoint_s3_uri` prefix into /opt/ml/checkpoints, and every training job of a tuning
+    job gets the same prefix: keyed on the job name (set in every container, different per trial, the same when a
+    spot job restarts), trials never read or overwrite each other's `last.ckpt`, and a restarted spot job finds its
+    own. The toolkit removes `_tuning_objective_metric` from SM_HPS, so the hyperparameters cannot tell a trial apart.
+    `$SM_CHECKPOINT_DIR` or `$SAGEMAKER_BASE_DIR/checkpoints` replace /opt/ml/checkpoints when set (local runs).
+    """
     if environ.get(CHECKPOINT_DIR_ENV):
         base = Path(environ[CHECKPOINT_DIR_ENV])
     else:
         base = Path(environ.get("SAGEMAKER_BASE_DIR") or "/opt/ml") / "checkpoints"
-    if TUNING_OBJECTIVE_HP in hps and environ.get("TRAINING_JOB_NAME"):
-        return base / environ["TRAINING_JOB_NAME"]
-    return base
+    job = environ.get("TRAINING_JOB_NAME")
+    return base / job if job else base
+
+
+def resume_checkpoint(environ: Mapping[str, str], own_dir: Path) -> str:
+    """`last` (this job's own last.ckpt: a spot restart) unless this job has none yet and COLA_BERT_RESUME_FROM names
+    an earlier job whose last.ckpt was synced down with the shared checkpoint_s3_uri."""
+    earlier = environ.get(RESUME_FROM_ENV)
+    if earlier and not (own_dir / "last.ckpt").is_file():
+        candidate = own_dir.parent / earlier / "last.ckpt"
+        if not candidate.is_file():
+            raise EntryError(
+                f"{RESUME_FROM_ENV}={earlier}: {candidate} does not exist. Launch with sagemaker.checkpoint_s3_uri set "
+                f"to the checkpoint prefix of {earlier} (its checkpoint_s3_uri), or drop {RESUME_FROM_ENV}."
+            )
+        return str(candidate)
+    return "last"
 
 
 def _sync_best_wanted(environ: Mapping[str, str], layout: Mapping[str, Any]) -> bool:
@@ -244,30 +268,26 @@ def _sync_best_wanted(environ: Mapping[str, str], layout: Mapping[str, Any]) -> 
     return layout["num_nodes"] > 1
 
 
-def _module_name() -> str:
-    if __name__ != "__main__":
-        return __name__
-    return Path(__file__).stem  # the script's directory is on sys.path: `import entry` finds this file
-
-
 def container_overrides(
-    environ: Mapping[str, str], hps: Mapping[str, Any], user: Sequence[str]
+    environ: Mapping[str, str], user: Sequence[str]
 ) -> tuple[list[str], list[str]]:
     """(overrides the container always sets, user overrides they replace)."""
     layout = device_layout(environ)
+    ckpt_dir = checkpoint_dir(environ)
     forced = {
         "paths": "paths=sagemaker",
-        "paths.checkpoint_dir": f"paths.checkpoint_dir={_quote(str(checkpoint_dir(environ, hps)))}",
+        "paths.checkpoint_dir": f"paths.checkpoint_dir={_quote(str(ckpt_dir))}",
         "trainer.accelerator": f"++trainer.accelerator={layout['accelerator']}",
         "trainer.devices": f"++trainer.devices={layout['devices']}",
         "trainer.num_nodes": f"++trainer.num_nodes={layout['num_nodes']}",
         "trainer.strategy": f"++trainer.strategy={layout['strategy']}",
-        "ckpt_path": "ckpt_path=last",  # resume from <checkpoint dir>/last.ckpt after a spot interruption
+        # resume from <checkpoint dir>/last.ckpt after a spot interruption (or from an earlier job's)
+        "ckpt_path": f"ckpt_path={_quote(resume_checkpoint(environ, ckpt_dir))}",
     }
     if environ.get("TRAINING_JOB_NAME"):
         forced["trainer.enable_progress_bar"] = "++trainer.enable_progress_bar=false"  # \r redraws garble CloudWatch
     if _sync_best_wanted(environ, layout):
-        target = f"{_module_name()}.SyncBestWeights"
+        target = "cola_bert.sagemaker_entry.SyncBestWeights"
         forced["callbacks.sync_best_weights"] = f"++callbacks.sync_best_weights._target_={target}"
 
     user_keys = {bare_key(o.split("=", 1)[0]): o for o in user}
@@ -378,7 +398,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         os.environ.pop(CHANNEL_FILE_ENV["test"], None)
 
     user = user_overrides(hps)
-    forced, replaced = container_overrides(environ, hps, user)
+    forced, replaced = container_overrides(environ, user)
     overrides = [o for o in user if o not in replaced] + forced
     if rank == 0:
         import cola_bert

@@ -1,0 +1,110 @@
+"""Follow a SageMaker training job and bring its model home: `python -m launch.train attach=JOB_NAME`.
+
+Streams the job's CloudWatch log (from the start; `sagemaker.logs=None` only waits), waits for the job to end, then
+downloads its artifacts into a directory laid out like a local run (default `outputs/sagemaker/jobs/<job name>/`):
+
+    model/          the Hugging Face model + tokenizer (model.tar.gz)
+    metrics.json    scores and history, config.yaml the resolved training config (from the job)
+    plots/, csv/    the job's other outputs (output.tar.gz), when it wrote them
+
+so `python -m cola_bert.export model_dir=<dir>/model` and `python -m cola_bert.predict --model-dir <dir>/model` work
+on it directly. Also `python -m launch.attach JOB_NAME [DEST]` and, for any artifact URI,
+`download_model(ctx, "s3://.../model.tar.gz", dest)`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from launch import console
+from launch.errors import JobFailed, NotFound, aws_errors, exit_on_error
+from launch.session import AwsContext, opt
+
+RUN_FILES = ("metrics.json", "config.yaml")
+
+
+def download_model(ctx: AwsContext, model_data: str, dest: Path) -> Path:
+    """Download `model_data` (a model.tar.gz in S3) and unpack it as `dest/model/` + `dest/metrics.json` +
+    `dest/config.yaml`; the job's `output.tar.gz` beside it (plots/, csv/) goes to `dest/` when there is one.
+    Archives are unpacked by the one archive-safety check (cola_bert.inference.safe_extract). Returns `dest/model`."""
+    from cola_bert.inference import safe_extract
+
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory(prefix="cola-bert-attach-") as tmp:
+        model = safe_extract(ctx.download(model_data, Path(tmp) / "model"), Path(tmp) / "unpacked")
+        if model_data.endswith("/model.tar.gz"):
+            try:
+                safe_extract(ctx.download(model_data[: -len("model.tar.gz")] + "output.tar.gz", Path(tmp)), dest)
+            except NotFound:
+                pass
+        if (dest / "model").exists():
+            shutil.rmtree(dest / "model")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (model / name).is_file():
+                shutil.move(str(model / name), dest / name)
+        shutil.move(str(model), dest / "model")
+    return dest / "model"
+
+
+def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
+    """Stream the logs of the training job `cfg.attach`, wait for it, download its model (see the module doc)."""
+    name = str(cfg.attach)
+    ctx = AwsContext(cfg.aws)
+    try:
+        with aws_errors(f"looking up the training job {name}"):
+            described = ctx.session.describe_training_job(name)
+    except NotFound:
+        raise NotFound(
+            f"There is no training job {name} in {ctx.region}. List them with `aws sagemaker list-training-jobs "
+            f"--region {ctx.region} --sort-by CreationTime`, or pass aws.region=<region>."
+        ) from None
+    console.info(f"Training job {name}: {described['TrainingJobStatus']}")
+    logs = str((cfg.get("sagemaker") or {}).get("logs", "All")).lower() not in ("none", "false")
+    with aws_errors(f"following the training job {name}"):
+        if logs:
+            ctx.session.logs_for_job(name, wait=True, log_type="All")
+        else:
+            ctx.session.wait_for_job(name)
+        described = ctx.session.describe_training_job(name)
+    status = described["TrainingJobStatus"]
+    if status != "Completed":
+        raise JobFailed(
+            f"Training job {name} ended {status}: {described.get('FailureReason', 'no reason given')}. Its log is in "
+            f"CloudWatch Logs, group /aws/sagemaker/TrainingJobs, streams {name}/*."
+        )
+    dest = Path(opt(cfg, "attach_dir") or Path(cfg.paths.log_dir) / "sagemaker" / "jobs" / name)
+    model_data = described["ModelArtifacts"]["S3ModelArtifacts"]
+    console.info(f"Downloading {model_data}")
+    model_dir = download_model(ctx, model_data, dest)
+    record = {"job_name": name, "status": status.lower(), "model_data": model_data, "run_dir": str(dest),
+              "model_dir": str(model_dir), "region": ctx.region}  # fmt: skip
+    (dest / "sagemaker_job.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    console.info(f"Run directory: {dest} (model/, metrics.json, config.yaml)")
+    console.info(f"Next: python -m cola_bert.export model_dir={model_dir}   or   "
+                 f"python -m cola_bert.predict --model-dir {model_dir} 'A sentence.'")  # fmt: skip
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m launch.attach JOB_NAME [DEST]`: the same as `python -m launch.train attach=JOB_NAME`."""
+    from omegaconf import OmegaConf
+
+    from launch.train import quiet_logs
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        raise SystemExit("usage: python -m launch.attach JOB_NAME [DEST]   (aws settings: AWS_REGION, AWS_PROFILE)")
+    quiet_logs()
+    cfg = OmegaConf.create({"attach": args[0], "attach_dir": args[1] if len(args) > 1 else None,
+                            "aws": {}, "paths": {"log_dir": "outputs"}})  # fmt: skip
+    exit_on_error(attach)(cfg)
+
+
+if __name__ == "__main__":
+    main()
