@@ -196,7 +196,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         "input": f"{staging_uri(ctx, job, input_name)} ({lines} lines, uploaded from {local_input})"
         if local_input
         else data,
-        "output": f"{output}/{input_name}.out" if input_name else f"{output}/<input file>.out",
+        "output": f"{output}/{input_name or '<input file>'}.out",
         "request": {"ContentType": TRANSFORM["content_type"], "SplitType": TRANSFORM["split_type"],
                     "BatchStrategy": TRANSFORM["strategy"], "MaxPayloadInMB": cfg.max_payload_mb,
                     "AssembleWith": TRANSFORM["assemble_with"], "Accept": TRANSFORM["accept"]},  # fmt: skip
@@ -245,7 +245,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         transformer.transform(input_uri, data_type="S3Prefix", content_type=TRANSFORM["content_type"],
                               split_type=TRANSFORM["split_type"], job_name=job, wait=False, logs=False)  # fmt: skip
     result: dict[str, Any] = {"dry_run": False, "job_name": job, "model_name": model_name, "model_created": created,
-                              "input": input_uri, "output": f"{output}/{input_name}.out"}  # fmt: skip
+                              "input": input_uri, "output": f"{output}/{input_name or '<input file>'}.out"}  # fmt: skip
     logs = f"CloudWatch log group /aws/sagemaker/TransformJobs, streams {job}/*"
     if not cfg.wait:
         info(f"Status: aws sagemaker describe-transform-job --transform-job-name {job} --region {ctx.region}")
@@ -258,6 +258,9 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         raise type(err)(f"{err} Container logs: {logs}.") from None
     finally:
         console.out.print()  # the SDK's waiter prints progress marks without a newline
+    if not input_name:  # an s3:// prefix: one .out per input object
+        info(f"Done: one <input file>.out per input file under {output}/ (aws s3 ls {output}/).")
+        return result
     target_dir = Path(opt(cfg, "download_dir") or (local_input.parent if local_input else "."))
     out_file = ctx.download(result["output"], target_dir)
     result["summary"] = summarise(out_file, lines)

@@ -192,11 +192,8 @@ def make_plan(cfg: DictConfig, ctx: AwsContext, mode: str, kind: str, source: st
 
 def set_artifact(plan: Plan, artifact: Artifact | None) -> None:
     plan.artifact = artifact
-    if artifact:
-        plan.notes += artifact.notes
-        note = images.compatibility_note(artifact.manifest, plan.image.framework_version)
-        if note:
-            plan.notes.append(note)
+    note = images.compatibility_note(artifact.manifest, plan.image.framework_version) if artifact else None
+    plan.notes += [note] if note else []
 
 
 def deploy_model(ctx: AwsContext, plan: Plan, model_data: str, *, wait: bool) -> None:

@@ -8,7 +8,6 @@ here with torch 2.13 was measured to load and serve under it with probabilities 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from launch.errors import LaunchError
@@ -40,41 +39,19 @@ def _release(version: str) -> tuple[int, ...] | None:
     return tuple(release) + (0,) * (3 - len(release))
 
 
-def _py_key(py_version: str) -> tuple[int, int]:
-    digits = re.sub(r"\D", "", py_version or "")
-    return (int(digits[:1] or 0), int(digits[1:] or 0))
-
-
-def processor(instance_type: str | None) -> str:
-    """'gpu' for ml.g*/ml.p* instances, else 'cpu' (serverless endpoints are CPU)."""
-    if not instance_type:
-        return "cpu"
-    import_sagemaker()
-    from sagemaker.utils import get_instance_type_family
-
-    return "gpu" if get_instance_type_family(instance_type)[:1] in ("g", "p") else "cpu"
-
-
-def _scope(instance_type: str | None) -> str:
-    if not instance_type:
-        return "inference"
-    import_sagemaker()
-    from sagemaker.fw_utils import GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
-    from sagemaker.utils import get_instance_type_family
-
-    graviton = get_instance_type_family(instance_type) in GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
-    return "inference_graviton" if graviton else "inference"
-
-
 def available_versions(region: str, instance_type: str | None = None) -> dict[str, list[str]]:
-    """PyTorch serving versions SDK v2 offers in `region` for this instance type → py_versions, oldest first."""
+    """PyTorch serving versions SDK v2 offers in `region` for this instance type (None: serverless, CPU) → their
+    py_versions, oldest first."""
     import_sagemaker()
     from packaging.version import Version
     from sagemaker import image_uris
+    from sagemaker.fw_utils import GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
+    from sagemaker.utils import get_instance_type_family
 
-    scope = _scope(instance_type)
+    family = get_instance_type_family(instance_type) if instance_type else ""
+    scope = "inference_graviton" if family in GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY else "inference"
+    wanted = "gpu" if family[:1] in ("g", "p") else "cpu"
     config = image_uris.config_for_framework("pytorch")[scope]
-    wanted = processor(instance_type)
     out: dict[str, list[str]] = {}
     for version, vconf in config.get("versions", {}).items():
         if region not in (vconf.get("registries") or {}):
@@ -82,7 +59,7 @@ def available_versions(region: str, instance_type: str | None = None) -> dict[st
         processors = config.get("processors") or vconf.get("processors")
         if processors and wanted not in processors and scope != "inference_graviton":
             continue
-        out[version] = sorted(vconf.get("py_versions") or [], key=_py_key)
+        out[version] = sorted(vconf.get("py_versions") or [], key=lambda py: (len(py), py))  # py38 < py312
     return dict(sorted(out.items(), key=lambda kv: Version(kv[0])))
 
 

@@ -9,10 +9,11 @@ back to default handlers that cannot serve a BERT classifier). An `s3://` archiv
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from launch.session import AwsContext, parse_s3_uri, s3_uri
 ENTRY_POINT = "code/inference.py"
 MANIFEST = "manifest.json"
 EXPORT_HINT = "Export the model with `python -m cola_bert.export model_dir=RUN/model output_dir=OUT` and pass OUT."
-# For s3:// archives manifest.json is looked for in the first bytes of the stream only.
-S3_MANIFEST_BUDGET = 16 * 1024 * 1024
+# For s3:// archives manifest.json is looked for in this many first bytes only (export writes it first).
+S3_MANIFEST_BYTES = 1 << 20
 
 
 @dataclass
@@ -35,7 +36,6 @@ class Artifact:
     manifest: dict[str, Any] | None = None
     digest: str | None = None  # sha256 of a local archive; S3: derived from URI + ETag at run time
     size: int | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def local(self) -> bool:
@@ -78,52 +78,28 @@ def inspect_local(value: str) -> Artifact:
     return Artifact(str(path), manifest, inference.sha256_file(path), path.stat().st_size)
 
 
-class _Budget(Exception):
-    pass
-
-
-class _HeadReader:
-    """File-like view of the first `budget` bytes of a stream (the head of an S3 object)."""
-
-    def __init__(self, body: Any, budget: int):
-        self.body, self.left = body, budget
-
-    def read(self, size: int = -1) -> bytes:
-        if self.left <= 0:
-            raise _Budget
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.body.read(size)
-        self.left -= len(data)
-        return data
-
-
-def inspect_s3(ctx: AwsContext, uri: str, budget: int = S3_MANIFEST_BUDGET) -> Artifact:
-    """Read manifest.json from the head of an s3:// archive; the digest is taken from the URI and the ETag."""
+def inspect_s3(ctx: AwsContext, uri: str, head_bytes: int = S3_MANIFEST_BYTES) -> Artifact:
+    """Read manifest.json from the first bytes of an s3:// archive (the export writes it first); the digest is taken
+    from the URI and the object's ETag."""
     import hashlib
 
     bucket, key = parse_s3_uri(uri)
     with aws_errors(f"reading {uri}"):
-        obj = ctx.client("s3").get_object(Bucket=bucket, Key=key)
-    artifact = Artifact(uri, size=obj.get("ContentLength"))
-    artifact.digest = hashlib.sha256(f"{uri}\n{obj.get('ETag', '')}".encode()).hexdigest()
-    body = obj["Body"]
+        obj = ctx.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
+        head = obj["Body"].read()
+    etag = obj.get("ETag", "")
+    artifact = Artifact(uri, digest=hashlib.sha256(f"{uri}\n{etag}".encode()).hexdigest())
     try:
-        with tarfile.open(fileobj=_HeadReader(body, budget), mode="r|gz") as tar:
-            for member in tar:
-                if member.name.lstrip("./") == MANIFEST and member.isfile():
-                    handle = tar.extractfile(member)
-                    artifact.manifest = json.loads(handle.read()) if handle else None
-                    break
-    except _Budget:
-        artifact.notes.append(f"manifest.json is not within the first {budget >> 20} MiB of {uri}; not read.")
-    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-        raise LaunchError(f"{uri} is not a readable model.tar.gz ({err}). {EXPORT_HINT}") from None
-    finally:
-        body.close()
-    if artifact.manifest is None and not artifact.notes:
-        raise LaunchError(f"{uri} has no manifest.json, so it was not written by cola_bert.export. {EXPORT_HINT}")
-    files = (artifact.manifest or {}).get("files")
-    if isinstance(files, dict) and ENTRY_POINT not in files:
+        with tarfile.open(fileobj=io.BytesIO(head), mode="r|gz") as tar:
+            member = next(m for m in tar if m.name.lstrip("./") == MANIFEST and m.isfile())
+            artifact.manifest = json.loads(tar.extractfile(member).read())
+    except (StopIteration, tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise LaunchError(
+            f"{uri} has no manifest.json within its first {head_bytes >> 10} KiB ({type(err).__name__}), so it is not "
+            f"an archive written by cola_bert.export (which writes manifest.json first). {EXPORT_HINT}"
+        ) from None
+    files = artifact.manifest.get("files") if isinstance(artifact.manifest, dict) else None
+    if not isinstance(files, dict) or ENTRY_POINT not in files:
         raise LaunchError(
             f"{uri} has no {ENTRY_POINT} according to its manifest.json: the serving container would fall back "
             f"to default handlers that cannot serve a BERT classifier. {EXPORT_HINT}"
