@@ -93,6 +93,67 @@ def test_cpu_trainers_build(compose_train, trainer):
     assert built.precision == ("bf16-mixed" if trainer == "cpu_bf16" else "32-true")
 
 
+@pytest.mark.parametrize(("feature", "expected"), [("AVX512-BF16", "bf16-mixed"), ("AMX", "bf16-mixed"),
+                                                   (None, "32-true")])
+def test_default_trainer_follows_the_cpu(compose_train, monkeypatch, feature, expected):
+    """The default trainer (trainer=auto) picks bf16 autocast only where the CPU computes bf16 natively;
+    trainer=cpu stays fp32 on any CPU."""
+    from cola_bert import precision
+
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    cfg = compose_train()
+    built = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert type(built.accelerator).__name__ == "CPUAccelerator" and built.precision == expected
+    explanation = precision.explain(cfg.trainer.accelerator, built.precision, automatic=True)
+    assert explanation.startswith(f"{expected} (") and (feature or "neither AMX nor AVX512-BF16") in explanation
+    assert compose_train("trainer=cpu").trainer.precision == "32-true"
+
+
+@pytest.mark.parametrize(("bf16_gpu", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_default_trainer_follows_the_gpu(compose_train, monkeypatch, bf16_gpu, expected):
+    from cola_bert import precision
+
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16_gpu)
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: "AMX")  # the GPU decides, not the host CPU
+    assert compose_train().trainer.precision == expected
+    assert compose_train("trainer.accelerator=gpu").trainer.precision == expected
+    assert compose_train("trainer.accelerator=cpu").trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, "AMX"), (False, True, "AVX512-BF16"),
+                                                              (False, False, None)])
+def test_cpu_feature_probe(monkeypatch, amx, avx512_bf16, expected):
+    from cola_bert import precision
+
+    monkeypatch.setattr(precision.torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(precision.torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert precision.cpu_bf16_feature() == expected
+    # Without PyTorch's probes (older or other builds), /proc/cpuinfo's flags decide.
+    monkeypatch.delattr(precision.torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(precision.torch.cpu, "_is_avx512_bf16_supported")
+    flags = {"avx512f"} | ({"amx_bf16"} if amx else set()) | ({"avx512_bf16"} if avx512_bf16 else set())
+    monkeypatch.setattr(precision, "_cpuinfo_flags", lambda: flags)
+    assert precision.cpu_bf16_feature() == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_epochs=-1"], "needs to know the total number of optimizer steps"),
+        (["trainer.max_epochs=0"], "give a positive number of epochs"),
+        (["trainer.max_steps=0"], "give a positive number of steps"),
+    ],
+)
+def test_values_lightning_would_fail_on_late_are_refused_early(compose_train, overrides, message):
+    from cola_bert.config import ConfigError, check_train_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_train_config(compose_train(*overrides))
+    check_train_config(compose_train("trainer.max_epochs=-1", "trainer.max_steps=100"))  # a step budget is fine
+
+
 def test_gpu_and_ddp_trainer_settings(compose_train):
     assert compose_train("trainer=gpu").trainer.precision == "bf16-mixed"
     ddp = compose_train("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")

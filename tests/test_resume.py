@@ -13,7 +13,7 @@ import shutil
 
 import pytorch_lightning as pl
 import torch
-from test_train_cli import run_cli, smoke_args
+from cli_support import run_module, smoke_args
 
 
 class OptimizerProbe(pl.Callback):
@@ -72,13 +72,13 @@ def _epoch_lines(stdout: str) -> list[str]:
 def test_cli_resume_prints_only_the_new_epoch_and_keeps_the_metrics_csv(cola_archive, tmp_path):
     run_dir = tmp_path / "run"
     args = [*smoke_args(cola_archive, tmp_path), f"hydra.run.dir={run_dir}"]
-    first = run_cli("cola_bert.train", *args)
+    first = run_module("cola_bert.train", *args)
     first_lines = _epoch_lines(first.stdout)
     first_csv = _csv_rows(run_dir / "csv" / "metrics.csv")
     first_history = json.loads((run_dir / "metrics.json").read_text())["history"]
     assert [line.split()[0] for line in first_lines] == ["epoch=0"]
 
-    second = run_cli("cola_bert.train", *args, "trainer.max_epochs=2", "ckpt_path=last")
+    second = run_module("cola_bert.train", *args, "trainer.max_epochs=2", "ckpt_path=last")
     assert f"resume     from {run_dir / 'checkpoints' / 'last.ckpt'}" in second.stdout
     assert [line.split()[0] for line in _epoch_lines(second.stdout)] == ["epoch=1"]
 

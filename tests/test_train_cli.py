@@ -1,4 +1,5 @@
-"""End to end through the command line on the real CoLA archive: a run's outputs, predict, resume.
+"""End to end through the command line on the real CoLA archive: a run's outputs, predict, the console a user
+sees (header, no noise) and known user errors (one paragraph, exit 2). Resume: test_resume.py.
 
 Sweeps (grid, Optuna, sweep_summary.csv, sweep_report.png) are in test_sweep.py."""
 
@@ -16,8 +17,9 @@ from transformers import AutoModelForSequenceClassification
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(module: str, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def run_cli(module: str, *args: str, check: bool = True, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, input=stdin, timeout=600)
     if check and proc.returncode != 0:
@@ -78,23 +80,54 @@ def test_predict_explains_a_wrong_model_dir(tmp_path):
     assert proc.returncode != 0 and "is not a model directory" in proc.stderr
 
 
-def test_resume_from_last_checkpoint_continues_the_global_step(cola_archive, tmp_path):
+def test_captured_console_is_clean_and_starts_with_the_run_header(cola_archive, tmp_path):
+    """The packaged MiniLM through one batch (debug=fast), output captured as in CI or CloudWatch: no terminal
+    escapes, no adverts, no dependency deprecations, no empty summaries; a header that says what runs where."""
     run_dir = tmp_path / "run"
-    args = [*smoke_args(cola_archive, tmp_path), f"hydra.run.dir={run_dir}"]
-    run_cli("cola_bert.train", *args)
-    first = json.loads((run_dir / "metrics.json").read_text())
-    assert first["global_step"] == 5
-    proc = run_cli("cola_bert.train", *args, "trainer.max_epochs=2", "ckpt_path=last")
-    second = json.loads((run_dir / "metrics.json").read_text())
-    assert "Restoring states from the checkpoint path" in proc.stdout + proc.stderr
-    assert second["global_step"] == 10 and second["epochs_trained"] == 2
-    assert [row["global_step"] for row in second["history"]] == [5, 10]
+    proc = run_cli("cola_bert.train", "debug=fast", f"data.archive={cola_archive}", f"paths.data_dir={tmp_path / 'data'}",
+                   f"hydra.run.dir={run_dir}")
+    output = proc.stdout + proc.stderr
+    assert "\x1b[" not in output
+    for noise in ("Tip:", "litlogger", "litmodels", "deprecated", "Deprecation", "FutureWarning", "FLOPs",
+                  "LOAD REPORT", "GPU available", "TPU available", "Traceback"):
+        assert noise not in output, noise
+    header = {line[:10].strip(): line[11:] for line in proc.stdout.splitlines()[:8]}
+    assert header["run dir"] == str(run_dir)
+    assert header["model"].startswith("all-MiniLM-L6-v2 (packaged), BertForSequenceClassification: 6 layers")
+    assert "new classifier head for 2 labels" in header["model"]
+    from cola_bert.precision import auto_precision
+
+    assert header["precision"].startswith(auto_precision("cpu") + " (") and "chosen automatically" in header["precision"]
+    assert header["data"].startswith("train 8551, val 1043 (in_domain 527, out_of_domain 516), test none")
+    assert "epoch=0 train_loss=" in proc.stdout
 
 
-def test_missing_checkpoint_path_is_a_clear_error(cola_archive, tmp_path):
-    proc = run_cli("cola_bert.train", *smoke_args(cola_archive, tmp_path), f"hydra.run.dir={tmp_path / 'r'}",
-                   f"ckpt_path={tmp_path / 'nope.ckpt'}", check=False)
-    assert proc.returncode != 0 and "ckpt_path=" in proc.stderr and "does not exist" in proc.stderr
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(["data.archive={tmp}/nope.zip"], "data.archive={tmp}/nope.zip does not exist", id="archive-missing"),
+        pytest.param(["data.train_file={tmp}/bad.csv", "data.val_file={tmp}/bad.csv"],
+                     "{tmp}/bad.csv:3: a quoted field is not closed", id="bad-data-file"),
+        pytest.param(["data.archive={archive}", "trainer.max_epochs=-1"], "needs to know the total number",
+                     id="max-epochs-unlimited"),
+        pytest.param(["data.archive={archive}", "ckpt_path={tmp}/nope.ckpt"], "ckpt_path={tmp}/nope.ckpt does not exist",
+                     id="ckpt-path-missing"),
+    ],
+)
+def test_known_user_errors_are_one_paragraph_and_exit_2(cola_archive, tmp_path, overrides, message):
+    (tmp_path / "bad.csv").write_text('sentence,label\nFine.,1\n"Never closed.,0\nNext.,1\n')
+    fill = {"tmp": tmp_path, "archive": cola_archive}
+    args = ["model=tiny", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}",
+            *(o.format(**fill) for o in overrides)]
+    proc = run_cli("cola_bert.train", *args, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert error[-2].startswith("Error: ") and message.format(**fill) in error[-2]
+    assert error[-1] == "(Set HYDRA_FULL_ERROR=1 to see the traceback.)"
+    if "trainer.max_epochs=-1" in overrides:  # the traceback is still there for whoever asks for it
+        full = run_cli("cola_bert.train", *args, check=False, env={"HYDRA_FULL_ERROR": "1"})
+        assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
 def test_same_seed_same_metrics(compose_train, tmp_path):
