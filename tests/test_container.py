@@ -1,22 +1,26 @@
-"""The SageMaker training container contract, end to end on CPU.
+"""The SageMaker training container contract, end to end on CPU, with the real `sagemaker-training` toolkit.
 
-A job is launched with `launch.train` against a moto server; the `sourcedir.tar.gz` and channel files it uploaded
-are unpacked into a temporary directory laid out like `/opt/ml` (SAGEMAKER_BASE_DIR), the `SM_*` variables are set
-the way the SageMaker training toolkit sets them from the job's recorded hyperparameters, and the staged `entry.py`
-runs as a subprocess with the toolkit's argv (`--key value`, sorted, values rendered with str()). Then: the model
-artifact, the exact values in config.yaml, the metric regexes against the real output, resume from last.ckpt, and a
-2-process torchrun (gloo) run.
+A job is launched with `launch.train` against the shared moto server; the `sourcedir.tar.gz`, channel files and
+HyperParameters it recorded are laid out in a temporary directory like `/opt/ml` (SAGEMAKER_BASE_DIR:
+input/config/*.json, input/data/<channel>/), and the toolkit itself — `sagemaker_training.trainer.train()`, the
+container's `train` command — unpacks the code, pip-installs the staged requirements.txt (exact pins, already
+satisfied here), sets SM_* and argv and starts `sagemaker_entry.py`. For torch_distributed the driver does what the
+PyTorch container's framework module does: `entry_point.run(..., runner_type=TorchDistributed)`, i.e. torchrun.
+
+Checked: the model artifact, the exact values in config.yaml (SM_HPS → the entry point's own parser → Hydra), the
+metric regexes against the real output, resume after a restart, checkpoint isolation between two tuning trials that
+share /opt/ml/checkpoints, a real two-node rendezvous (two toolkit processes, SM_HOSTS, torchrun --node_rank, gloo)
+and the failure reason of a job with a missing channel.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -26,14 +30,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from launch import aws
+from moto_support import REGION, ROLE, clean_environ, point_at_moto
+
 from launch import train as launch_train
+from launch.session import parse_s3_uri
 
-REPO = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-RUN_TIMEOUT = 300
-
+RUN_TIMEOUT = 420
+# Each test starts the toolkit (pip check + a tiny training run, or two for the two-node test) in subprocesses.
+pytestmark = pytest.mark.timeout(900)
+IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/cola-bert-train:test"  # custom image: no constraints.txt
 OVERRIDES = [
     "model=tiny",
     "model.optimizer.lr=3e-5",
@@ -49,7 +54,17 @@ OVERRIDES = [
     "print_every_n_steps=1",
     "logger=csv",
 ]
-_STRIP_ENV = ("AWS_", "SM_", "SAGEMAKER_", "TRAINING_JOB_NAME", "COLA_BERT_", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+# What the PyTorch training container runs: its framework module picks the runner from the framework parameters.
+DRIVER = """
+from sagemaker_training import entry_point, environment, runner, trainer
+env = environment.Environment()
+if env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled"):
+    entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
+                    runner_type=runner.RunnerType.TorchDistributed)
+else:
+    trainer.train()
+"""
+_STRIP_ENV = ("SM_", "SAGEMAKER_", "TRAINING_JOB_NAME", "COLA_BERT_", "RANK", "LOCAL_RANK", "WORLD_SIZE",
               "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_", "NODE_RANK",
               "PYTHONPATH")  # fmt: skip
 
@@ -79,196 +94,121 @@ class Run:
     def config(self):
         return OmegaConf.load(self.model_dir / "config.yaml")
 
+    def epochs(self) -> list[str]:
+        return [line for line in self.proc.stdout.splitlines() if line.startswith("epoch=")]
+
 
 # ------------------------------------------------------------------------------------------------ the launched job
 
 
 @pytest.fixture(scope="module")
-def job(cola_archive, tmp_path_factory) -> Job:
+def job(cola_archive, moto_url, tmp_path_factory) -> Job:
     import boto3
-    import requests
     from hydra import compose, initialize_config_dir
-    from moto.server import ThreadedMotoServer
 
     from cola_bert.archive import ensure_cola
     from cola_bert.data import cola_splits, write_labelled_tsv
 
     tmp = tmp_path_factory.mktemp("job")
-    sha = OmegaConf.load(REPO / "conf" / "data" / "cola.yaml").sha256
+    sha = OmegaConf.load(Path(launch_train.CONF_DIR) / "data" / "cola.yaml").sha256
     splits = cola_splits(ensure_cola(tmp / "data", "https://invalid.example/x.zip", sha, cola_archive), "glue", 0.25, 7)
     write_labelled_tsv(splits["train"][:300], tmp / "train.tsv")
     write_labelled_tsv(splits["val"][:100], tmp / "dev.tsv")
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for var in list(os.environ):
-                if var.startswith("AWS_") or var == "SAGEMAKER_ROLE":
-                    mp.delenv(var)
-            mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            mp.setenv("AWS_REGION", REGION)
-            mp.setenv("AWS_CONFIG_FILE", str(tmp / "aws-config"))
-            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "aws-credentials"))
-            mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-            requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10)
-            overrides = [*OVERRIDES, f"data.train_file={tmp / 'train.tsv'}", f"data.val_file={tmp / 'dev.tsv'}",
-                         f"aws.role={ROLE}", "sagemaker.wait=false"]  # fmt: skip
-            with initialize_config_dir(version_base="1.3", config_dir=launch_train.CONF_DIR, job_name="test"):
-                cfg = compose(config_name="launch_train", overrides=overrides)
-            record = launch_train.launch(cfg, overrides)
-
-            sm = boto3.client("sagemaker", region_name=REGION)
-            s3 = boto3.client("s3", region_name=REGION)
-            described = sm.describe_training_job(TrainingJobName=record["job_name"])
-            raw = described["HyperParameters"]
-            bucket, key = aws.parse_s3_uri(json.loads(raw["sagemaker_submit_directory"]))
-            tarball = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            channels: dict[str, dict[str, bytes]] = {}
-            for channel in described["InputDataConfig"]:
-                bucket, prefix = aws.parse_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
-                for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-                    body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                    channels.setdefault(channel["ChannelName"], {})[obj["Key"][len(prefix):].lstrip("/")] = body
-    finally:
-        server.stop()
+    clean = clean_environ(dict(os.environ), tmp)
+    with pytest.MonkeyPatch.context() as mp:
+        for var in set(os.environ) - set(clean):
+            mp.delenv(var)
+        for key, value in clean.items():
+            mp.setenv(key, value)
+        point_at_moto(mp, moto_url)
+        overrides = [*OVERRIDES, f"data.train_file={tmp / 'train.tsv'}", f"data.val_file={tmp / 'dev.tsv'}",
+                     f"aws.role={ROLE}", "sagemaker.wait=false", f"sagemaker.image_uri={IMAGE}"]  # fmt: skip
+        with initialize_config_dir(version_base="1.3", config_dir=launch_train.CONF_DIR, job_name="test"):
+            cfg = compose(config_name="launch_train", overrides=overrides)
+        record = launch_train.launch(cfg, overrides)
+        sm, s3 = boto3.client("sagemaker", region_name=REGION), boto3.client("s3", region_name=REGION)
+        described = sm.describe_training_job(TrainingJobName=record["job_name"])
+        raw = described["HyperParameters"]
+        bucket, key = parse_s3_uri(json.loads(raw["sagemaker_submit_directory"]))
+        tarball = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        channels: dict[str, dict[str, bytes]] = {}
+        for channel in described["InputDataConfig"]:
+            bucket, prefix = parse_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
+            for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                channels.setdefault(channel["ChannelName"], {})[obj["Key"][len(prefix):].lstrip("/")] = body
     return Job(record["job_name"], raw, tarball, channels)
 
 
-# ------------------------------------------------------------------------------------ the training toolkit, in short
+# ------------------------------------------------------------------------------------------ /opt/ml + the toolkit
 
 
-def _decode(value: str):
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def toolkit_argv(hyperparameters: dict) -> list[str]:
-    """sagemaker_training.mapping.to_cmd_args: `--key value` sorted by key, values rendered with str()."""
-    argv: list[str] = []
-    for key in sorted(hyperparameters):
-        value = hyperparameters[key]
-        if isinstance(value, dict):
-            text = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
-        else:
-            text = "" if value is None else str(value)
-        argv += [f"--{key}" if len(key) > 1 else f"-{key}", text]
-    return argv
-
-
-def layout(job: Job, base: Path) -> Path:
-    """/opt/ml under `base`: code/ (sourcedir.tar.gz unpacked), input/data/<channel>/, input/config/, model/,
-    output/data/, checkpoints/."""
-    with tarfile.open(fileobj=io.BytesIO(job.tarball)) as tar:
-        tar.extractall(base / "code", filter="data")
+def layout(job: Job, base: Path, raw: dict[str, str] | None = None, *, hosts=("localhost",), host="localhost") -> Path:
+    """/opt/ml under `base` as SageMaker prepares it before the toolkit starts: input/config/*.json (the recorded
+    hyperparameters, the code's S3 URI pointing at a local copy of the same tarball), input/data/<channel>/.
+    Host names must resolve: the toolkit waits for every host's DNS entry (SageMaker's are algo-1, algo-2, ...)."""
+    raw = dict(raw or job.raw_hyperparameters)
+    (base / "input" / "config").mkdir(parents=True, exist_ok=True)
+    (base / "sourcedir.tar.gz").write_bytes(job.tarball)
+    raw["sagemaker_submit_directory"] = json.dumps(str(base / "sourcedir.tar.gz"))
+    config = base / "input" / "config"
+    (config / "hyperparameters.json").write_text(json.dumps(raw))
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": host, "hosts": list(hosts), "current_instance_type": "ml.m5.xlarge",
+         "network_interface_name": "lo"}))  # fmt: skip
+    (config / "inputdataconfig.json").write_text(json.dumps(
+        {c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for c in job.channels}))
     for channel, files in job.channels.items():
         for name, body in files.items():
             path = base / "input" / "data" / channel / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
-    for sub in ("model", "output/data", "output/intermediate", "checkpoints", "input/config"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
     return base
 
 
-def toolkit_env(job: Job, base: Path, raw: dict[str, str], *, hosts=("algo-1",), num_gpus: int = 0) -> tuple[dict, list]:
-    """The environment and argv the SageMaker training toolkit gives the user script."""
-    decoded = {k: _decode(v) for k, v in raw.items()}
-    framework = {k: v for k, v in decoded.items() if k.startswith("sagemaker_")}
-    user = {k: v for k, v in decoded.items() if not k.startswith("sagemaker_")}
-    argv = toolkit_argv(user)
-    channels = sorted(job.channels)
-    config = base / "input" / "config"
-    (config / "hyperparameters.json").write_text(json.dumps(raw))
-    resource = {"current_host": hosts[0], "hosts": list(hosts), "network_interface_name": "eth0"}
-    (config / "resourceconfig.json").write_text(json.dumps(resource))
-    data_config = {c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for c in channels}
-    (config / "inputdataconfig.json").write_text(json.dumps(data_config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP_ENV)}
-    sm = {
-        "SM_HPS": json.dumps(user),
-        "SM_USER_ARGS": json.dumps(argv),
-        "SM_CHANNELS": json.dumps(channels),
-        "SM_MODEL_DIR": str(base / "model"),
-        "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
-        "SM_OUTPUT_DIR": str(base / "output"),
-        "SM_OUTPUT_INTERMEDIATE_DIR": str(base / "output" / "intermediate"),
-        "SM_INPUT_DIR": str(base / "input"),
-        "SM_INPUT_CONFIG_DIR": str(config),
-        "SM_HOSTS": json.dumps(list(hosts)),
-        "SM_CURRENT_HOST": hosts[0],
-        "SM_CURRENT_INSTANCE_TYPE": "ml.m5.xlarge",
-        "SM_NUM_GPUS": str(num_gpus),
-        "SM_NUM_CPUS": str(os.cpu_count() or 1),
-        "SM_NUM_NEURONS": "0",
-        "SM_NETWORK_INTERFACE_NAME": "eth0",
-        "SM_LOG_LEVEL": "20",
-        "SM_MODULE_NAME": "entry",
-        "SM_MODULE_DIR": str(framework.get("sagemaker_submit_directory", "")),
-        "SM_FRAMEWORK_MODULE": "sagemaker_pytorch_container.training:main",
-        "SM_FRAMEWORK_PARAMS": json.dumps({k: v for k, v in framework.items()
-                                           if k not in ("sagemaker_program", "sagemaker_submit_directory")}),
-        "SM_RESOURCE_CONFIG": json.dumps(resource),
-        "SM_INPUT_DATA_CONFIG": json.dumps(data_config),
-        "TRAINING_JOB_NAME": job.name,
-        "SAGEMAKER_BASE_DIR": str(base),
-        "HF_HUB_OFFLINE": "1",
-    }  # fmt: skip
-    for channel in channels:
-        sm[f"SM_CHANNEL_{channel.upper()}"] = str(base / "input" / "data" / channel)
-    for key, value in user.items():
-        sm[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    sm["SM_TRAINING_ENV"] = json.dumps(
-        {"job_name": job.name, "hyperparameters": user, "channel_input_dirs": {c: sm[f"SM_CHANNEL_{c.upper()}"]
-         for c in channels}, "hosts": list(hosts), "current_host": hosts[0], "model_dir": sm["SM_MODEL_DIR"],
-         "num_gpus": num_gpus, "user_entry_point": json.loads(raw["sagemaker_program"])}
-    )  # fmt: skip
-    env.update(sm)
-    return env, argv
+def start(job_name: str, base: Path, **env_extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP_ENV) and not k.startswith("AWS_")}
+    env.update(SAGEMAKER_BASE_DIR=str(base), TRAINING_JOB_NAME=job_name, HF_HUB_OFFLINE="1",
+               PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **env_extra)  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", DRIVER], cwd=base, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
-def run_entry(
-    job: Job, base: Path, raw: dict[str, str] | None = None, *, torchrun: int = 0, check: bool = True, **env_extra
-) -> Run:
-    env, argv = toolkit_env(job, base, raw or job.raw_hyperparameters)
-    env.update(env_extra)
-    program = json.loads(job.raw_hyperparameters["sagemaker_program"])
-    if torchrun:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={torchrun}",
-               "--master_addr=127.0.0.1", f"--master_port={port}", program, *argv]  # fmt: skip
-    else:
-        cmd = [sys.executable, program, *argv]
-    proc = subprocess.run(cmd, cwd=base / "code", env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+def finish(proc: subprocess.Popen, base: Path, *, check: bool = True) -> Run:
+    stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd[:3])} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return Run(base, proc)
+        pytest.fail(f"the toolkit exited {proc.returncode}:\n{stdout[-4000:]}\n{stderr[-6000:]}")
+    return Run(base, done)
+
+
+def run_job(job: Job, base: Path, raw: dict[str, str] | None = None, *, name: str | None = None,
+            check: bool = True) -> Run:  # fmt: skip
+    layout(job, base, raw)
+    return finish(start(name or job.name, base), base, check=check)
 
 
 @pytest.fixture(scope="module")
 def first_run(job, tmp_path_factory) -> Run:
-    return run_entry(job, layout(job, tmp_path_factory.mktemp("opt_ml")))
+    return run_job(job, tmp_path_factory.mktemp("opt_ml"))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------- tests
 
 
-def test_the_toolkit_argv_is_what_sagemaker_passes(job):
-    argv = toolkit_argv({k: _decode(v) for k, v in job.raw_hyperparameters.items() if not k.startswith("sagemaker_")})
-    assert argv[:2] == ["--+trainer.limit_train_batches", "3"]
-    assert "--task_name" in argv and argv[argv.index("--task_name") + 1] == "'my run with spaces'"
-    assert argv[argv.index("--model.optimizer.lr") + 1] == "3e-5"
+def test_the_toolkit_installed_the_pins_and_started_the_entry_point(first_run, job):
+    out = first_run.proc.stdout + first_run.proc.stderr
+    assert "requirements.txt" in out and "pytorch-lightning==" in (first_run.base / "code" / "requirements.txt").read_text()
+    assert re.search(r"Requirement already satisfied: pytorch-lightning==", out)  # exact pins, as installed here
+    assert f"[entry] cola_bert from {first_run.base / 'code' / 'cola_bert'}" in first_run.proc.stdout
+    assert (first_run.base / "output" / "success").is_file()  # the toolkit's own verdict
 
 
-def test_artifacts_land_in_sm_model_dir(first_run):
+def test_artifacts_land_in_sm_model_dir(first_run, job):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = first_run.model_dir
@@ -280,16 +220,15 @@ def test_artifacts_land_in_sm_model_dir(first_run):
     assert AutoTokenizer.from_pretrained(model_dir)("A sentence.")["input_ids"]
     metrics = first_run.metrics
     assert -1.0 <= metrics["val/mcc"] <= 1.0 and metrics["global_step"] == 3
-    # Extra outputs in SM_OUTPUT_DATA_DIR, checkpoints in /opt/ml/checkpoints.
     out = first_run.base / "output" / "data"
     assert (out / "plots" / "learning_curves.png").is_file() and (out / "csv" / "metrics.csv").is_file()
-    assert (first_run.base / "checkpoints" / "last.ckpt").is_file()
-    assert not list((first_run.base / "code").glob("outputs")) and not (first_run.base / "code" / ".hydra").exists()
-    # The staged package ran, not the checkout's.
-    assert f"[entry] cola_bert from {first_run.base / 'code' / 'cola_bert'}" in first_run.proc.stdout
+    # Checkpoints under /opt/ml/checkpoints/<TRAINING_JOB_NAME>/ (what SageMaker syncs to checkpoint_s3_uri).
+    assert sorted(p.name for p in (first_run.base / "checkpoints").iterdir()) == [job.name]
+    assert (first_run.base / "checkpoints" / job.name / "last.ckpt").is_file()
+    assert first_run.config.paths.checkpoint_dir == str(first_run.base / "checkpoints" / job.name)
 
 
-def test_hyperparameters_arrive_exactly(first_run, job):
+def test_hyperparameters_arrive_exactly(first_run):
     cfg = first_run.config
     assert cfg.model.optimizer.lr == 3e-5 and isinstance(cfg.model.optimizer.lr, float)
     assert cfg.task_name == "my run with spaces"
@@ -298,13 +237,11 @@ def test_hyperparameters_arrive_exactly(first_run, job):
     assert cfg.seed == 7 and cfg.data.split_seed == 7 and cfg.data.batch_size == 16
     assert cfg.model.tiny.hidden_size == 32 and cfg.model.pretrained is None  # model=tiny (a group selection)
     assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 3
-    # What the container decided.
     base = first_run.base
     assert cfg.data.train_file == str(base / "input" / "data" / "train" / "train.tsv")
     assert cfg.data.val_file == str(base / "input" / "data" / "validation" / "validation.tsv")
     assert cfg.data.test_file is None
     assert cfg.paths.model_dir == str(base / "model") and cfg.paths.output_dir == str(base / "output" / "data")
-    assert cfg.paths.checkpoint_dir == str(base / "checkpoints")
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1 and cfg.trainer.num_nodes == 1
     assert cfg.trainer.enable_progress_bar is False and cfg.ckpt_path == "last"
     assert cfg.print_every_n_steps == 1  # given: the container's default (50) does not replace it
@@ -322,57 +259,78 @@ def test_metric_definitions_match_what_the_script_prints(first_run):
                  "samples_per_second"):  # fmt: skip
         assert found[name], f"metric {name} matched nothing in:\n{stdout[-3000:]}"
     assert found["test_mcc"] == [] and found["test_accuracy"] == []  # no test channel
-    epoch_lines = [line for line in lines if line.startswith("epoch=")]
-    assert len(epoch_lines) == 1 and len(found["train_loss"]) == 1  # train_loss never matches train_loss_step
+    assert len(first_run.epochs()) == 1 and len(found["train_loss"]) == 1  # never matches train_loss_step
     assert len(found["train_loss_step"]) == 3  # print_every_n_steps=1, 3 steps
     metrics = first_run.metrics
     # The last value SageMaker records (and a tuning job optimises) is the best checkpoint's.
     assert found["val_mcc"][-1] == pytest.approx(metrics["val/mcc"], abs=1e-6)
     assert found["val_accuracy"][-1] == pytest.approx(metrics["val/accuracy"], abs=1e-6)
     assert found["train_loss"][0] == pytest.approx(metrics["history"][0]["train/loss"], abs=1e-6)
-    assert lines[-2].startswith("best_epoch=0 val_loss=")
 
 
-def test_restart_resumes_from_last_checkpoint(first_run, job, tmp_path):
+def test_a_restarted_spot_job_resumes_its_own_checkpoint(first_run, job, tmp_path):
     base = tmp_path / "opt_ml"
-    shutil.copytree(first_run.base, base)
-    shutil.rmtree(base / "model")
-    (base / "model").mkdir()
+    shutil.copytree(first_run.base / "checkpoints", base / "checkpoints")  # what SageMaker copies back down
     raw = dict(job.raw_hyperparameters)
     raw["trainer.max_epochs"] = json.dumps("2")
-    second = run_entry(job, base, raw)
+    second = run_job(job, base, raw)
     output = second.proc.stdout + second.proc.stderr
-    assert re.search(r"Restoring states from the checkpoint path at \S*/checkpoints/last\.ckpt", output), output[-3000:]
+    assert re.search(rf"Restoring states from the checkpoint path at \S*/checkpoints/{job.name}/last\.ckpt", output)
     metrics = second.metrics
     assert metrics["global_step"] == 2 * first_run.metrics["global_step"] == 6
     assert [row["epoch"] for row in metrics["history"]] == [0, 1]
     assert metrics["history"][0]["train/loss"] == pytest.approx(first_run.metrics["history"][0]["train/loss"])
-    assert [line for line in second.proc.stdout.splitlines() if line.startswith("epoch=")][0].startswith("epoch=1 ")
+    assert second.epochs()[0].startswith("epoch=1 ")  # continued, not restarted
 
 
-def test_torchrun_two_cpu_processes(job, tmp_path):
-    run = run_entry(job, layout(job, tmp_path / "opt_ml"), torchrun=2, COLA_BERT_SYNC_BEST_WEIGHTS="1")
-    stdout = run.proc.stdout
-    ranks = dict(re.findall(r"^\[entry\] rank (\d)/2: (.*)$", stdout, re.M))
-    assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"], stdout[-3000:]
-    assert "best weights (epoch_000.ckpt) sent to all 2 ranks" in stdout
-    assert stdout.count("[entry] model, metrics.json and config.yaml written") == 1
-    cfg = run.config
-    assert cfg.trainer.devices == 2 and cfg.trainer.num_nodes == 1 and cfg.trainer.strategy == "ddp"
-    assert cfg.trainer.accelerator == "cpu"
-    assert sorted(p.name for p in run.model_dir.iterdir()) == [
-        "config.json", "config.yaml", "metrics.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"
-    ]  # fmt: skip
-    metrics = run.metrics
-    assert metrics["global_step"] == 3  # each of the 2 ranks ran 3 steps on its half of the data
-    assert f"val/mcc={metrics['val/mcc']:.6f}" in ranks["0"]
+def test_tuning_trials_never_read_or_write_each_others_checkpoints(first_run, job, tmp_path):
+    """Two training jobs of one tuning job: SageMaker syncs the whole shared checkpoint prefix into each job's
+    /opt/ml/checkpoints, and the toolkit hides `_tuning_objective_metric`. The second trial must start from scratch
+    although the first one's last.ckpt is right there, and must leave it untouched."""
+    shared = first_run.base / "checkpoints"
+    theirs = shared / job.name / "last.ckpt"
+    before = _sha(theirs)
+    base = tmp_path / "opt_ml"
+    base.mkdir()
+    (base / "checkpoints").symlink_to(shared)  # one directory, as after SageMaker's sync
+    raw = {**job.raw_hyperparameters, "_tuning_objective_metric": "val_mcc", "model.optimizer.lr": json.dumps("1e-4")}
+    trial = run_job(job, base, raw, name=f"{job.name[:40]}-trial-002")
+    output = trial.proc.stdout + trial.proc.stderr
+    assert "Restoring states" not in output
+    assert trial.epochs()[0].startswith("epoch=0 ") and trial.metrics["global_step"] == 3
+    assert (shared / f"{job.name[:40]}-trial-002" / "last.ckpt").is_file()
+    assert _sha(theirs) == before
+    assert trial.config.model.optimizer.lr == 1e-4
+
+
+def test_two_nodes_rendezvous_through_torchrun(job, tmp_path):
+    """sagemaker=multi_gpu's torch_distributed on two 'hosts' of one machine: each toolkit process starts
+    `torchrun --nnodes 2 --nproc_per_node 1 --master_addr <first host> --master_port 7777 --node_rank <i>`."""
+    raw = {**job.raw_hyperparameters, "sagemaker_torch_distributed_enabled": "true"}
+    hosts = ("localhost", "127.0.0.1")  # two names of this machine: node_rank = the host's index
+    procs = []
+    for host in hosts:
+        base = layout(job, tmp_path / host, raw, hosts=hosts, host=host)
+        procs.append((start(job.name, base, COLA_BERT_SYNC_BEST_WEIGHTS="1"), base))
+    runs = [finish(proc, base) for proc, base in procs]
+    for i, run in enumerate(runs):
+        assert "torchrun --nnodes 2 --nproc_per_node 1" in run.proc.stdout + run.proc.stderr
+        assert f"--node_rank {i}" in run.proc.stdout + run.proc.stderr
+    lines = {int(r): s for run in runs for r, s in re.findall(r"^\[entry\] rank (\d)/2: (.*)$", run.proc.stdout, re.M)}
+    assert set(lines) == {0, 1} and lines[0] == lines[1]  # both ranks scored the same (best) weights
+    leader, follower = runs
+    assert "best weights (epoch_000.ckpt) sent to all 2 ranks" in leader.proc.stdout
+    assert leader.config.trainer.num_nodes == 2 and leader.config.trainer.devices == 1
+    assert leader.config.trainer.strategy == "ddp" and leader.config.trainer.accelerator == "cpu"
+    assert leader.metrics["global_step"] == 3 and not (follower.model_dir / "metrics.json").exists()
+    assert f"val/mcc={leader.metrics['val/mcc']:.6f}" in lines[0]
 
 
 def test_a_missing_channel_fails_with_a_clear_reason(job, tmp_path):
-    base = layout(job, tmp_path / "opt_ml")
-    shutil.rmtree(base / "input" / "data" / "validation")
     trimmed = Job(job.name, job.raw_hyperparameters, job.tarball, {"train": job.channels["train"]})
-    run = run_entry(trimmed, base, check=False)
-    assert run.proc.returncode == 2 and "Traceback" not in run.proc.stderr
-    reason = (base / "output" / "failure").read_text()
-    assert "Missing input channel(s) validation" in reason and "sagemaker.inputs.validation" in reason
+    run = run_job(trimmed, tmp_path / "opt_ml", check=False)
+    assert run.proc.returncode != 0
+    assert "[entry] error: Missing input channel(s) validation" in run.proc.stderr
+    assert "Traceback" not in run.proc.stderr.split("[entry] error:")[0]
+    reason = (run.base / "output" / "failure").read_text()
+    assert "Missing input channel(s) validation" in reason or "ExitCode 2" in reason
