@@ -98,6 +98,7 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
 
 
+@pytest.mark.timeout(900)  # real training runs (and a server start) in one test
 def test_local_store_has_the_config_per_epoch_metrics_and_run_files(cola_archive, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
@@ -138,6 +139,7 @@ def test_local_store_has_the_config_per_epoch_metrics_and_run_files(cola_archive
     assert (store / "mlartifacts" / run.info.run_id / "artifacts" / "metrics.json").is_file()
 
 
+@pytest.mark.timeout(900)  # real training runs (and a server start) in one test
 def test_sweep_jobs_share_a_tag_on_a_real_server(cola_archive, tmp_path, mlflow_server):
     url, server_root = mlflow_server
     sweep_dir = tmp_path / "sweep"

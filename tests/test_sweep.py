@@ -236,6 +236,7 @@ def test_report_cli_explains_a_directory_without_a_summary(tmp_path, capsys):
 
 # Seed 42, one smoke epoch: val/loss is 0.681 at lr 1e-3, 0.698 at 1e-5 and 0.637 at 3e-2, so the second job of
 # each grid is the best one in the direction asked for.
+@pytest.mark.timeout(900)  # several real training jobs in one test
 @pytest.mark.parametrize(("mode", "lrs"), [("max", "1e-3,1e-5"), ("min", "1e-3,3e-2")])
 def test_grid_sweep_ranks_by_the_configured_direction(cola_archive, tmp_path, mode, lrs):
     sweep_dir = tmp_path / "sweep"
@@ -259,6 +260,7 @@ def test_grid_sweep_ranks_by_the_configured_direction(cola_archive, tmp_path, mo
     assert main([str(sweep_dir)]) == 0 and (sweep_dir / "sweep_report.png").is_file()
 
 
+@pytest.mark.timeout(900)  # several real training jobs in one test
 def test_a_failing_sweep_job_is_recorded_not_lost(cola_archive, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_module("cola_bert.train", "-m", *smoke_args(cola_archive, tmp_path), f"hydra.sweep.dir={sweep_dir}",
@@ -269,6 +271,7 @@ def test_a_failing_sweep_job_is_recorded_not_lost(cola_archive, tmp_path):
     assert "data.max_length=1" in rows[1]["overrides"] and "max_length=1 must be at least 2" in rows[1]["error"]
 
 
+@pytest.mark.timeout(900)  # several real training jobs in one test
 def test_optuna_study_best_trial_is_the_summarys_best_row(cola_archive, tmp_path):
     sweep_dir = tmp_path / "optuna"
     proc = run_module("cola_bert.train", "hparams_search=optuna", *smoke_args(cola_archive, tmp_path),
