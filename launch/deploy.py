@@ -27,7 +27,7 @@ from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error
 from launch.model_artifact import Artifact
-from launch.session import AwsContext, connect, import_sagemaker, opt
+from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri
 
 SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -320,7 +320,7 @@ def run_deploy(cfg: DictConfig) -> dict[str, Any]:
     dry, wait = bool(cfg.get("dry_run")), bool(cfg.get("wait", True))
     artifact = model_artifact.inspect_local(source) if kind == "local" else None
     if kind == "s3":
-        model_artifact.parse_s3_uri(source)
+        parse_s3_uri(source)
     ctx = connect(cfg.aws)  # no AWS call; checks aws.bucket's name
     plan = make_plan(cfg, ctx, mode, kind, source, artifact)
     result: dict[str, Any] = {"plan": plan, "dry_run": dry}

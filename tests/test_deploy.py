@@ -329,6 +329,7 @@ def test_deploy_s3_archive_is_used_as_is(archive, handler_container, api_calls):
     assert ops(api_calls, "PutObject") == [] and ops(api_calls, "CreateMultipartUpload") == []
 
 
+@pytest.mark.timeout(900)  # a full export with its verification: ~1 min alone, much longer on a shared machine
 def test_deploy_training_job_exports_for_real(tiny_model_dir, tmp_path, handler_container, api_calls):
     """The job's artifact (a tarred model directory, as the container writes it) is exported here, then served."""
     import boto3
