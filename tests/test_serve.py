@@ -460,7 +460,11 @@ def _missing_code(model_dir: Path, tmp_path: Path) -> None:
     (_cached_bytecode, "Artifact file code/__pycache__/inference.cpython-312.pyc is not listed"),
     (_missing_code, "Artifact file code/requirements.txt is missing"),
 ], ids=lambda v: v.__name__.strip("_") if callable(v) else None)
-def test_serve_refuses_a_modified_artifact_naming_the_file(exported, tmp_path, capsys, tamper, message):
+def test_serve_refuses_a_modified_artifact_naming_the_file(exported, tmp_path, capsys, monkeypatch, tamper, message):
+    def serve_forever(self):
+        raise AssertionError("the modified artifact was accepted and the server would have started")
+
+    monkeypatch.setattr(serve._Server, "run", serve_forever)
     marker = tmp_path / "tampered-code-ran"
     model_dir = _tampered_handler(exported, tmp_path / "model", marker)
     _rehash(model_dir, "code/inference.py")  # the handler itself is in order: only `tamper` is wrong
