@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from launch import console, validate
 from launch import train as launch_train
+from launch.estimator import JOB_NAME_RE
 from launch.errors import LaunchError, aws_errors, exit_on_error
 from launch.overrides import is_launcher_only, split_overrides
 from launch.session import import_sagemaker
@@ -86,7 +87,7 @@ def check(tune_cfg: DictConfig) -> None:
 def tuning_job_name(tune_cfg: DictConfig) -> str:
     base = str(tune_cfg.get("base_tuning_job_name") or "cola-bert-tune")
     name = import_sagemaker().utils.name_from_base(base, max_length=32, short=True)
-    if not launch_train.JOB_NAME_RE.match(name) or len(name) > 32:
+    if not JOB_NAME_RE.match(name) or len(name) > 32:
         raise LaunchError(f"{name!r} is not a valid tuning job name (letters, digits, hyphens; at most 32 characters).")
     return name
 

@@ -1,0 +1,219 @@
+"""The training job's estimator: `sagemaker.*` settings → `sagemaker.pytorch.PyTorch` keyword arguments, the checks
+AWS or the SDK would only make after the uploads, the training image, the job name, the metric definitions and the
+HyperParameters map exactly as CreateTrainingJob will carry it. Used by launch.train and launch.tune; no AWS call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import json
+import logging
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from launch import source_dir, validate
+from launch.errors import LaunchError, aws_errors
+from launch.session import import_sagemaker, opt
+
+JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"  # as printed by the training script
+
+# `sagemaker.*` keys used by the launcher itself rather than passed to the estimator.
+LAUNCHER_KEYS = ("inputs", "wait", "logs", "job_name")
+# Estimator arguments the launcher sets itself, and where the user's setting goes instead.
+MANAGED = {
+    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py",
+    "source_dir": "the launcher stages cola_bert/, conf/ and requirements.txt",
+    "dependencies": "the launcher stages cola_bert/, conf/ and requirements.txt",
+    "git_config": "the code comes from this checkout",
+    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py",
+    "container_arguments": "training overrides on the command line become the job's hyperparameters",
+    "training_recipe": "recipes are not used",
+    "recipe_overrides": "recipes are not used",
+    "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
+    "hyperparameters": "training overrides on the command line become the job's hyperparameters",
+    "metric_definitions": "they match what the training script prints (launch.train.metric_definitions)",
+    "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
+    "instance_groups": "use instance_type and instance_count",
+    "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
+}
+NETWORK_ISOLATION_MESSAGE = (
+    "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
+    "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "
+    "(FROM the SageMaker PyTorch training image, RUN pip install <the pins above>), push it to ECR and pass "
+    "sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>; data and code still reach the job "
+    "through S3 channels."
+)
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """Regexes for the plain lines the training script prints (cola_bert.callbacks.EpochSummary, rank 0):
+
+        epoch=N train_loss=X val_loss=X val_mcc=X val_accuracy=X val_f1=X samples_per_second=X   (each epoch)
+        step=N epoch=E train_loss_step=X                                   (every print_every_n_steps steps)
+        best_epoch=N val_loss=X val_mcc=X val_accuracy=X val_f1=X          (the entry script, last: the best ckpt)
+    """
+    from cola_bert.callbacks import EPOCH_LINE_KEYS
+
+    defs = [{"Name": short, "Regex": rf"\b{short}={NUMBER}"} for short, _ in EPOCH_LINE_KEYS]
+    defs.append({"Name": "epoch", "Regex": r"(?:^|\s)epoch=([0-9]+)"})
+    defs += [{"Name": n, "Regex": rf"\b{n}={NUMBER}"}
+             for n in ("train_loss_step", "samples_per_second", "test_mcc", "test_accuracy")]  # fmt: skip
+    return defs
+
+
+@functools.cache
+def estimator_arguments() -> frozenset[str]:
+    """Every keyword argument of sagemaker.pytorch.PyTorch (its own, Framework's and EstimatorBase's)."""
+    import_sagemaker()
+    from sagemaker.estimator import EstimatorBase, Framework
+    from sagemaker.pytorch import PyTorch
+
+    names: set[str] = set()
+    for cls in (PyTorch, Framework, EstimatorBase):
+        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
+    return frozenset(names)
+
+
+def sdk_settings(sm_cfg: DictConfig) -> dict[str, Any]:
+    """The `sagemaker` node as estimator keyword arguments (nulls dropped); unknown or managed keys are refused."""
+    accepted = sorted((estimator_arguments() - MANAGED.keys()) | set(LAUNCHER_KEYS))
+    settings: dict[str, Any] = {}
+    for key in sm_cfg:
+        key = str(key)
+        if key in MANAGED:
+            raise LaunchError(f"sagemaker.{key} cannot be set: {MANAGED[key]}.")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=3)
+            raise LaunchError(
+                f"sagemaker.{key} is not an argument of the SageMaker SDK's PyTorch estimator"
+                + (f" (did you mean {', '.join('sagemaker.' + c for c in close)}?)" if close else "")
+                + f". Accepted keys: {', '.join(accepted)}."
+            )
+        value = opt(sm_cfg, key)
+        if key in LAUNCHER_KEYS or value is None:
+            continue
+        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if key == "tags":
+            value = [{"Key": str(k), "Value": str(v)} for k, v in value.items()]
+        elif key == "environment":
+            value = {str(k): str(v) for k, v in value.items()}
+        elif key in ("framework_version", "py_version"):
+            value = str(value)  # `2.8` arrives as a float
+        settings[key] = value
+    return settings
+
+
+def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
+    """What AWS or the SDK would only notice after the uploads (or never)."""
+    validate.instance_type(str(settings.get("instance_type")), "CreateTrainingJob", setting="sagemaker.instance_type")
+    count = int(settings.get("instance_count", 1))
+    if count < 1:
+        raise LaunchError(f"sagemaker.instance_count={count} must be at least 1.")
+    if count > 1 and not settings.get("distribution"):
+        raise LaunchError(
+            f"sagemaker.instance_count={count} without a distribution would train {count} independent copies. Use "
+            "sagemaker=multi_gpu (torch_distributed on GPU instances), or sagemaker.instance_count=1."
+        )
+    max_run, max_wait = int(settings.get("max_run", 86400)), settings.get("max_wait")
+    if settings.get("use_spot_instances") and (max_wait is None or int(max_wait) < max_run):
+        raise LaunchError(
+            f"Managed spot training needs sagemaker.max_wait >= sagemaker.max_run (max_run={max_run}, "
+            f"max_wait={max_wait}): max_wait is the training time plus the time allowed to wait for spot capacity, "
+            f"e.g. sagemaker.max_wait={2 * max_run}."
+        )
+    if bool(settings.get("subnets")) != bool(settings.get("security_group_ids")):
+        raise LaunchError(
+            "A VPC needs both sagemaker.subnets=[subnet-...] and sagemaker.security_group_ids=[sg-...] (the job's "
+            "VpcConfig); only one was given."
+        )
+    if settings.get("enable_network_isolation") and not settings.get("image_uri"):
+        raise LaunchError(NETWORK_ISOLATION_MESSAGE.format(pins=", ".join(pins)))
+
+
+def logs_setting(value: Any) -> str:
+    """`sagemaker.logs`: All | None (also true/false/null) → what Estimator.fit(logs=...) takes."""
+    text = {None: "None", False: "None", True: "All"}.get(value, str(value)) if not isinstance(value, str) else value
+    text = {"true": "All", "all": "All", "false": "None", "none": "None", "null": "None"}.get(text.lower(), text)
+    if text not in ("All", "None"):
+        raise LaunchError(f"sagemaker.logs={value} must be All (stream the job's log while waiting) or None.")
+    return text
+
+
+def container_torch_version(framework_version: str) -> str:
+    """`2.8` → `2.8.0` (the SDK's version aliases), exact versions unchanged."""
+    sm = import_sagemaker()
+    aliases = sm.image_uris.config_for_framework("pytorch")["training"].get("version_aliases", {})
+    return aliases.get(str(framework_version), str(framework_version))
+
+
+def resolve_image_uri(settings: dict[str, Any], region: str) -> str:
+    """The training image for framework_version/py_version on this instance type (local lookup, no AWS call)."""
+    if settings.get("image_uri"):
+        return str(settings["image_uri"])
+    fv, pv = settings.get("framework_version"), settings.get("py_version")
+    if not fv or not pv:
+        raise LaunchError(
+            "Set sagemaker.framework_version and sagemaker.py_version (e.g. sagemaker.framework_version=2.8.0 "
+            "sagemaker.py_version=py312), or a custom training image with sagemaker.image_uri=...."
+        )
+    sm = import_sagemaker()
+    with aws_errors(f"looking up the PyTorch {fv} {pv} training image"):
+        return sm.image_uris.retrieve("pytorch", region, version=str(fv), py_version=str(pv),
+                                      instance_type=settings["instance_type"], image_scope="training")  # fmt: skip
+
+
+def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
+    fixed = opt(sm_cfg, "job_name")
+    if fixed:
+        name = str(fixed) if job_num is None else f"{fixed}-{job_num}"
+    else:
+        base = str(opt(sm_cfg, "base_job_name", "cola-bert"))
+        name = import_sagemaker().utils.name_from_base(base if job_num is None else f"{base}-{job_num}")
+    if not JOB_NAME_RE.match(name):
+        raise LaunchError(
+            f"{name!r} is not a valid SageMaker job name: letters, digits and hyphens, starting with a letter or "
+            "digit, at most 63 characters (sagemaker.base_job_name / sagemaker.job_name)."
+        )
+    return name
+
+
+def build_estimator(kwargs: dict[str, Any]):
+    """`sagemaker.pytorch.PyTorch(**kwargs)`: the SDK's own checks (torch_distributed versions and instance types,
+    ...) become one-paragraph errors before anything is uploaded."""
+    import_sagemaker()
+    from sagemaker.pytorch import PyTorch
+
+    try:
+        return PyTorch(**kwargs)
+    except ValueError as err:
+        hint = ""
+        if kwargs.get("distribution"):
+            hint = (" torch_distributed (sagemaker=multi_gpu) needs GPU (ml.p*/ml.g*) or Trainium instances and an "
+                    "exact framework_version from the SDK's list, e.g. sagemaker.framework_version=2.8.0.")  # fmt: skip
+        raise LaunchError(
+            f"The SageMaker SDK rejected the job settings (sagemaker.instance_type={kwargs.get('instance_type')}, "
+            f"instance_count={kwargs.get('instance_count')}, framework_version={kwargs.get('framework_version')}, "
+            f"py_version={kwargs.get('py_version')}, distribution={json.dumps(kwargs.get('distribution'))}): "
+            f"{' '.join(str(err).split())}{hint}"
+        ) from err
+
+
+def sent_hyperparameters(estimator: Any, job_name: str, code_location: str, region: str) -> dict[str, str]:
+    """The HyperParameters map CreateTrainingJob will carry: the estimator's (JSON-encoded, with the distribution
+    keys) plus the five keys the SDK adds when it stages the code (sagemaker.model's *_PARAM_NAME constants)."""
+    from sagemaker import model as sm_model
+
+    sent = dict(estimator.hyperparameters())
+    sent.update({
+        sm_model.SCRIPT_PARAM_NAME: json.dumps(source_dir.ENTRY_POINT),
+        sm_model.DIR_PARAM_NAME: json.dumps(f"{code_location}/{job_name}/source/sourcedir.tar.gz"),
+        sm_model.CONTAINER_LOG_LEVEL_PARAM_NAME: json.dumps(logging.INFO),
+        sm_model.JOB_NAME_PARAM_NAME: json.dumps(job_name),
+        sm_model.SAGEMAKER_REGION_PARAM_NAME: json.dumps(region),
+    })  # fmt: skip
+    return sent
