@@ -1,9 +1,9 @@
 """The model.tar.gz a SageMaker Model serves: check it, read its manifest, upload it once, or export a training job's.
 
-A local archive is unpacked with `cola_bert.inference.extract_tarball` and checked with `verify_artifact`, the same
-functions `cola_bert.serve` and `cola_bert.export` use: no `../` member, link or device, every file matching the
-sha256 its manifest.json records, and `code/inference.py` present (without it the PyTorch serving container falls
-back to default handlers that cannot serve a BERT classifier). An `s3://` archive is used as is; its manifest.json
+A local archive is checked with `cola_bert.inference.verify_tarball`, the strict check `cola_bert.serve` runs: no
+`../` member, link or device, every file (code/ included) matching the sha256 its manifest.json records, no file the
+manifest does not list (the endpoint runs the archive's own code/inference.py, unrepacked), and `code/inference.py`
+present (without it the PyTorch serving container falls back to default handlers that cannot serve a BERT classifier). An `s3://` archive is used as is; its manifest.json
 (written first by the export) is read by streaming the head of the object.
 """
 
@@ -66,11 +66,10 @@ def inspect_local(value: str) -> Artifact:
     path = local_archive_path(value)
     with tempfile.TemporaryDirectory(prefix="cola-artifact-") as tmp:
         try:
-            root = inference.extract_tarball(path, Path(tmp))
-            manifest = inference.verify_artifact(root)
+            manifest = inference.verify_tarball(path, Path(tmp))
         except inference.ArtifactError as err:
             raise LaunchError(f"model_data={path} cannot be deployed: {err}") from None
-        if not (root / ENTRY_POINT).is_file():
+        if not (Path(tmp) / ENTRY_POINT).is_file():
             raise LaunchError(
                 f"model_data={path} has no {ENTRY_POINT}: the PyTorch serving container would fall back to its "
                 f"default handlers, which cannot serve a BERT classifier. {EXPORT_HINT}"

@@ -59,6 +59,15 @@ def _parser():
     return OverridesParser.create()
 
 
+def refuse_before_hydra(argv: Sequence[str]) -> None:
+    """Refuse what cannot run on SageMaker before Hydra starts: `hparams_search=optuna` switches Hydra into its own
+    (local) Optuna sweep, which would otherwise start and fail every trial before anything says why."""
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        if not arg.startswith("-") and "=" in arg and key.split(".", 1)[0] in REFUSED:
+            raise LaunchError(REFUSED[key.split(".", 1)[0]])
+
+
 def is_launcher_only(key: str) -> bool:
     """`key` without its +/++/~ prefix and @package."""
     if key in LAUNCHER_KEYS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from launch.estimator import (
     build_estimator, check_settings, container_torch_version, job_name_for, logs_setting,
     metric_definitions, resolve_image_uri, sdk_settings, sent_hyperparameters,
 )  # fmt: skip
-from launch.overrides import split_overrides
+from launch.overrides import refuse_before_hydra, split_overrides
 from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk, s3_uri
 
 CONF_DIR = str(conf_dir())
@@ -304,4 +305,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    exit_on_error(refuse_before_hydra)(sys.argv[1:])
     main()

@@ -13,6 +13,7 @@ trials share one checkpoint_s3_uri; each writes and resumes only `/opt/ml/checkp
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from launch import console, validate
 from launch import train as launch_train
 from launch.estimator import JOB_NAME_RE
 from launch.errors import LaunchError, aws_errors, exit_on_error
-from launch.overrides import is_launcher_only, split_overrides
+from launch.overrides import is_launcher_only, refuse_before_hydra, split_overrides
 from launch.session import import_sagemaker
 
 CHOICES = {
@@ -167,4 +168,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_error(refuse_before_hydra)(sys.argv[1:])
     main()

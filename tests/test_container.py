@@ -53,10 +53,13 @@ OVERRIDES = [
     "logger=csv",
 ]
 # What the PyTorch training container runs: its framework module picks the runner from the framework parameters.
+# trainer.train() configures the toolkit's logger before it hands over to the framework module, so the torchrun
+# branch does the same (without it the toolkit logs nothing, "Invoking script ..." included).
 DRIVER = """
-from sagemaker_training import entry_point, environment, runner, trainer
+from sagemaker_training import entry_point, environment, logging_config, runner, trainer
 env = environment.Environment()
 if env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled"):
+    logging_config.configure_logger(env.log_level)
     entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
                     runner_type=runner.RunnerType.TorchDistributed)
 else:
@@ -147,6 +150,10 @@ def layout(job: Job, base: Path, raw: dict[str, str] | None = None, *, hosts=("l
     Host names must resolve: the toolkit waits for every host's DNS entry (SageMaker's are algo-1, algo-2, ...)."""
     raw = dict(raw or job.raw_hyperparameters)
     (base / "input" / "config").mkdir(parents=True, exist_ok=True)
+    # SageMaker creates these before the container starts; without output/ the toolkit cannot write output/failure
+    # and then exits 0 for a failed job.
+    for directory in ("model", "output"):
+        (base / directory).mkdir(exist_ok=True)
     (base / "sourcedir.tar.gz").write_bytes(job.tarball)
     raw["sagemaker_submit_directory"] = json.dumps(str(base / "sourcedir.tar.gz"))
     config = base / "input" / "config"
@@ -294,7 +301,9 @@ def test_tuning_trials_never_read_or_write_each_others_checkpoints(first_run, jo
     raw = {**job.raw_hyperparameters, "_tuning_objective_metric": "val_mcc", "model.optimizer.lr": json.dumps("1e-4")}
     trial = run_job(job, base, raw, name=f"{job.name[:40]}-trial-002")
     output = trial.proc.stdout + trial.proc.stderr
-    assert "Restoring states" not in output
+    restored = re.findall(r"Restoring states from the checkpoint path at (\S+)", output)
+    assert restored and all(Path(p).parent.name.endswith("-trial-002") for p in restored)  # its own best, at the end
+    assert f"{shared / job.name}/" not in output  # never read from the other trial's directory
     assert trial.epochs()[0].startswith("epoch=0 ") and trial.metrics["global_step"] == 3
     assert (shared / f"{job.name[:40]}-trial-002" / "last.ckpt").is_file()
     assert _sha(theirs) == before

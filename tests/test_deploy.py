@@ -191,10 +191,17 @@ def test_bad_settings_are_refused_before_any_call(overrides, fragment, archive, 
     assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "symlink", "tampered", "no_handler"])
+@pytest.mark.parametrize("kind", ["dotdot", "symlink", "tampered", "added_code", "tampered_code", "no_handler"])
 def test_archive_check_is_the_serving_one(kind, archive, tmp_path, region_only, no_http, monkeypatch):
-    """`../` members, links and modified files are refused by the very function `cola_bert.serve` unpacks with."""
-    if kind == "dotdot":
+    """`../` members, links, modified files and code the manifest does not hash are refused by the very strict check
+    `cola_bert.serve` runs (`verify_tarball`): the endpoint runs the archive's own code/inference.py unrepacked."""
+    if kind == "added_code":
+        member = tarfile.TarInfo("code/sitecustomize.py")
+        member.size = 1
+        bad = repack(archive, tmp_path / "m.tar.gz", extra=member)
+    elif kind == "tampered_code":
+        bad = repack(archive, tmp_path / "m.tar.gz", replace={"code/inference.py": b"import os\n"})
+    elif kind == "dotdot":
         member = tarfile.TarInfo("../evil.py")
         member.size = 1
         bad = repack(archive, tmp_path / "m.tar.gz", extra=member)
@@ -214,16 +221,13 @@ def test_archive_check_is_the_serving_one(kind, archive, tmp_path, region_only, 
                 if m.name != "code/inference.py":
                     out.addfile(m, src.extractfile(m) if m.isfile() else None)
     calls = []
-    real = inference.extract_tarball
-    monkeypatch.setattr(inference, "extract_tarball", lambda *a: calls.append(a) or real(*a))
+    real = inference.verify_tarball
+    monkeypatch.setattr(inference, "verify_tarball", lambda *a: calls.append(a) or real(*a))
     with pytest.raises(LaunchError) as info:
         deploy.execute(cfg_for(f"model_data={bad}", "dry_run=true"))
     assert len(calls) == 1  # the launcher has no archive check of its own
-    if kind == "no_handler":
-        assert f"model_data={bad} has no code/inference.py" in str(info.value)
-        return
-    with pytest.raises(inference.ArtifactError) as serving:  # what serve/export say about the same file
-        inference.verify_artifact(real(bad, tmp_path / "unpacked"))
+    with pytest.raises(inference.ArtifactError) as serving:  # what serve says about the same file
+        real(bad)
     assert str(info.value) == f"model_data={bad} cannot be deployed: {serving.value}"
 
 

@@ -430,7 +430,7 @@ def test_truncated_tarball_is_refused(exported_artifact, tmp_path):
     broken = tmp_path / "model.tar.gz"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(inference.ArtifactError, match="truncated or corrupt"):
-        inference.extract_tarball(broken, tmp_path / "x")
+        inference.safe_extract(broken, tmp_path / "x")
 
 
 def test_tarball_with_escaping_member_is_refused(tmp_path):
@@ -440,7 +440,7 @@ def test_tarball_with_escaping_member_is_refused(tmp_path):
         info.size = 3
         archive.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(inference.ArtifactError, match="escape.txt"):
-        inference.extract_tarball(path, tmp_path / "x")
+        inference.safe_extract(path, tmp_path / "x")
     assert not (tmp_path / "escape.txt").exists()
 
 

@@ -470,9 +470,11 @@ def test_value_length_is_checked_after_json_encoding(moto_env, api_calls, small_
         run_launch("model=tiny", quoted, *data_args(small_data), f"aws.role={ROLE}", "dry_run=true")
 
 
-def test_hparams_search_is_refused_in_one_line(small_data, tmp_path):
+@pytest.mark.parametrize("command", ["launch.train", "launch.tune"])
+def test_hparams_search_is_refused_in_one_line(command, small_data, tmp_path):
+    """hparams_search=optuna switches Hydra into a local Optuna sweep: refused before that sweep starts."""
     env = cli_env(tmp_path, AWS_REGION=REGION, AWS_ENDPOINT_URL="http://127.0.0.1:9")
-    proc = run_cli("launch.train", "hparams_search=optuna", "model=tiny", *data_args(small_data), "dry_run=true",
+    proc = run_cli(command, "hparams_search=optuna", "model=tiny", *data_args(small_data), "dry_run=true",
                    f"hydra.run.dir={tmp_path / 'run'}", env=env)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("Error: hparams_search=... runs Hydra's local Optuna sweeper")

@@ -77,7 +77,9 @@ def test_predict_on_the_produced_model(smoke_run):
 
 def test_predict_explains_a_wrong_model_dir(tmp_path):
     proc = run_cli("cola_bert.predict", "--model-dir", str(tmp_path), "x", check=False)
-    assert proc.returncode != 0 and "is not a model directory" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--model-dir {tmp_path} is neither an exported artifact (no manifest.json) nor a model directory" in proc.stderr
+    assert "python -m cola_bert.export" in proc.stderr  # says what to pass instead
 
 
 def test_captured_console_is_clean_and_starts_with_the_run_header(cola_archive, tmp_path):

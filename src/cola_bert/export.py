@@ -227,7 +227,7 @@ def resolve_model_dir(source: str | os.PathLike[str], workdir: Path) -> Path:
             return root
         tarball, origin = path, text
     try:
-        unpacked = inference.extract_tarball(tarball, workdir / "source")
+        unpacked = inference.safe_extract(tarball, workdir / "source")
     except inference.ArtifactError as err:
         raise ExportError(f"model_dir={origin}: {err}") from err
     root = _find_model_root(unpacked, f"The archive {origin}")

@@ -311,8 +311,8 @@ def verify_artifact(model_dir: PathLike, strict: bool = False) -> Dict[str, Any]
                 logger.warning("artifact file %s listed in the manifest is missing (SageMaker repack?)", rel)
                 continue
             raise ArtifactError(
-                "Artifact file {} is missing from {} (the manifest lists it): the artifact is incomplete or was "
-                "unpacked partially; re-export or re-upload model.tar.gz.".format(rel, model_dir)
+                "Artifact file {} is missing (the manifest lists it): the artifact is incomplete or was unpacked "
+                "partially; re-export or re-upload model.tar.gz.".format(rel)
             )
         actual = sha256_file(path)
         if actual != expected:
@@ -349,9 +349,6 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> Path:
             "again.".format(tar_path, type(err).__name__, err)
         ) from err
     return dest
-
-
-extract_tarball = safe_extract  # the older name, kept for callers
 
 
 def verify_tarball(tar_path: PathLike, dest: Optional[PathLike] = None) -> Dict[str, Any]:
@@ -841,7 +838,7 @@ def transform(model: ColaModel, body: Any, content_type: Optional[str], accept: 
 
 __all__ = [
     "ArtifactError", "ColaModel", "LocalInferenceError", "RequestError", "Runner", "artifact_path",
-    "check_archive_members", "extract_tarball", "safe_extract", "tokenizer_file", "verify_tarball",
+    "check_archive_members", "safe_extract", "tokenizer_file", "verify_tarball",
     "input_fn", "load_artifact", "load_hf_runner", "load_runner", "model_fn", "output_fn", "predict_fn",
     "prediction_rows",
     "read_manifest", "select_accept", "sha256_file", "transform", "verify_artifact",

@@ -104,7 +104,7 @@ def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iter
     try:
         if path.is_file():
             with tempfile.TemporaryDirectory(prefix="cola-predict-") as tmp:
-                root = inference.extract_tarball(path, Path(tmp) / "model")
+                root = inference.safe_extract(path, Path(tmp) / "model")
                 yield inference.load_artifact(root)
             return
         for candidate in (path, path / "model"):
