@@ -56,14 +56,7 @@ def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
     """Stream the logs of the training job `cfg.attach`, wait for it, download its model (see the module doc)."""
     name = str(cfg.attach)
     ctx = AwsContext(cfg.aws)
-    try:
-        with aws_errors(f"looking up the training job {name}"):
-            described = ctx.session.describe_training_job(name)
-    except NotFound:
-        raise NotFound(
-            f"There is no training job {name} in {ctx.region}. List them with `aws sagemaker list-training-jobs "
-            f"--region {ctx.region} --sort-by CreationTime`, or pass aws.region=<region>."
-        ) from None
+    described = ctx.training_job(name, "or pass aws.region=<region>")
     console.info(f"Training job {name}: {described['TrainingJobStatus']}")
     logs = str((cfg.get("sagemaker") or {}).get("logs", "All")).lower() not in ("none", "false")
     with aws_errors(f"following the training job {name}"):

@@ -135,14 +135,7 @@ def upload_once(ctx: AwsContext, artifact: Artifact) -> str:
 
 def export_training_job(ctx: AwsContext, job_name: str, workdir: Path, fmt: str = "torchscript") -> Artifact:
     """Download a Completed training job's model artifact and export it with `cola_bert.export` here."""
-    try:
-        with aws_errors(f"describing training job {job_name}"):
-            desc = ctx.session.describe_training_job(job_name)
-    except NotFound:
-        raise NotFound(
-            f"Training job {job_name!r} was not found in {ctx.region}. List jobs with `aws sagemaker "
-            f"list-training-jobs --region {ctx.region}`, or pass model_data=<model.tar.gz or s3 URI>."
-        ) from None
+    desc = ctx.training_job(job_name, "or pass model_data=<model.tar.gz or s3 URI>")
     status = desc.get("TrainingJobStatus")
     uri = (desc.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if status != "Completed" or not uri:

@@ -260,6 +260,19 @@ class AwsContext:
             rows["endpoint url"] = os.environ["AWS_ENDPOINT_URL"]
         return rows
 
+    def training_job(self, name: str, hint: str) -> dict[str, Any]:
+        """DescribeTrainingJob; an unknown name → NotFound that says how to list the region's jobs, then `hint`."""
+        from launch.errors import NotFound
+
+        try:
+            with aws_errors(f"looking up the training job {name}"):
+                return self.session.describe_training_job(name)
+        except NotFound:
+            raise NotFound(
+                f"There is no training job {name} in {self.region}. List them with `aws sagemaker list-training-jobs "
+                f"--region {self.region} --sort-by CreationTime`, {hint}."
+            ) from None
+
     def download(self, uri: str, dest: Path) -> Path:
         """Download one S3 object into the directory `dest`; returns the local file."""
         bucket, key = parse_s3_uri(uri)

@@ -373,7 +373,7 @@ def test_deploy_training_job_exports_for_real(tiny_model_dir, tmp_path, handler_
 
 
 def test_training_job_not_found(handler_container):
-    with pytest.raises(NotFound, match="Training job 'nope' was not found in us-east-1"):
+    with pytest.raises(NotFound, match="There is no training job nope in us-east-1"):
         deploy.execute(cfg_for("training_job=nope", f"aws.role={ROLE}"))
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cola_bert.backbone import minilm_path
-from cola_bert.data import CoLADataModule, Example, TokenizedDataset
+from cola_bert.data import CoLADataModule, Example
 from cola_bert.module import CoLAClassifier
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
