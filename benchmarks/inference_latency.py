@@ -273,12 +273,12 @@ def torch_int8_model(model_dir: Path, base, device):
     from transformers import AutoModelForSequenceClassification
 
     from cola_bert import inference
-    from cola_bert.export import LogitsWrapper, _example_inputs
+    from cola_bert.export_formats import LogitsWrapper, example_inputs
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     with torch.no_grad():
-        traced = torch.jit.freeze(torch.jit.trace(LogitsWrapper(quantized).eval(), _example_inputs(16, 0),
+        traced = torch.jit.freeze(torch.jit.trace(LogitsWrapper(quantized).eval(), example_inputs(16, 0),
                                                   check_trace=False, strict=True).eval())
     runner = inference.TorchModuleRunner(traced, device, "torchscript-int8")
     return inference.ColaModel(runner, base.tokenizer, base.manifest, base.model_dir)

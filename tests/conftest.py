@@ -89,7 +89,7 @@ def eager(tiny_model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from cola_bert.export import LogitsWrapper
+    from cola_bert.export_formats import LogitsWrapper
 
     wrapper = LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cola_bert import agreement as agreement_mod
 from cola_bert import export as export_mod
-from cola_bert import inference
+from cola_bert import export_formats, inference
 from cola_bert.export import ExportError, ExportVerificationError, export_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,8 +107,8 @@ def test_exported_matches_eager_on_fresh_batches(fmt, exported_artifact, eager):
     # Independent check with other random batches than the export used (seed 99), through the serving loader.
     wrapper = eager.wrapper
     runner = inference.load_runner(out / "model" / manifest["model_file"], fmt, torch.device("cpu"))
-    worst, _ = export_mod.max_abs_logit_diff(wrapper, runner, [1, 8, 64], [1, 2, 17, 64, 127, 128],
-                                             vocab_size=wrapper.model.config.vocab_size, seed=99)
+    worst, _ = agreement_mod.max_abs_logit_diff(wrapper, runner, [1, 8, 64], [1, 2, 17, 64, 127, 128],
+                                                vocab_size=wrapper.model.config.vocab_size, seed=99)
     assert worst <= 1e-4
     # And the runner really produces logits (not e.g. zeros): eager logits differ across inputs.
     ids = torch.tensor([[101, 2023, 102], [101, 4937, 102]])
@@ -212,7 +213,7 @@ def test_int8_cli_refusal_exits_2(tiny_model_dir, tmp_path):
 @pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_lowering_the_bar_explicitly_accepts_and_records_it(tiny_model_dir, tmp_path, monkeypatch, eager):
     _shift_quantized(monkeypatch, shift=1e6)
-    sentences = [line for line in export_mod.SAMPLE_SENTENCES.read_text().splitlines() if line.strip()]
+    sentences = [line for line in agreement_mod.SAMPLE_SENTENCES.read_text().splitlines() if line.strip()]
     label_one = int((eager(sentences).argmax(-1) == 1).sum())
     assert label_one < 97  # the perturbation really costs agreement on this model (refused at the default bar)
     export_model(tiny_model_dir, tmp_path / "out", format="onnx", quantize="int8", min_agreement=0.0, **QUICK)
@@ -228,13 +229,13 @@ def test_int8_is_onnx_only(tiny_model_dir, tmp_path):
 
 
 def test_agreement_sentences_come_from_glue_dev_or_the_sample(cola_archive, tmp_path):
-    sentences, source = export_mod.agreement_sentences(cola_archive)
+    sentences, source = agreement_mod.agreement_sentences(cola_archive)
     assert len(sentences) == 1043 and "in_domain_dev + out_of_domain_dev" in source
-    assert export_mod.find_cola_archive(None, cola_archive.parent) == cola_archive
-    assert export_mod.find_cola_archive(None, tmp_path) is None
+    assert agreement_mod.find_cola_archive(None, cola_archive.parent) == cola_archive
+    assert agreement_mod.find_cola_archive(None, tmp_path) is None
     with pytest.raises(ExportError, match="does not exist"):
-        export_mod.find_cola_archive(tmp_path / "nope.zip", None)
-    sample, source = export_mod.agreement_sentences(None)
+        agreement_mod.find_cola_archive(tmp_path / "nope.zip", None)
+    sample, source = agreement_mod.agreement_sentences(None)
     assert len(sample) == 100 == len(set(sample)) and "shipped sample" in source
     assert not set(sample) & set(sentences)  # written for this project, not copied from CoLA
 
@@ -270,20 +271,21 @@ def test_torchscript_graph_is_device_free(exported_artifact, tiny_model_dir):
     """No baked-in device: a GPU endpoint's torch.jit.load(map_location="cuda") runs the whole graph there."""
     path = exported_artifact() / "model" / "model.pt"
     module = torch.jit.load(str(path), map_location="cpu")
-    assert export_mod.device_constants(module) == []
+    assert export_formats.device_constants(module) == []
     assert "prim::device" in str(module.graph)  # tensors are created on the inputs' device
     # The check can fail: a plain trace of the same model records the tracing device as a constant.
     from transformers import AutoModelForSequenceClassification
 
-    wrapper = export_mod.LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval())
+    wrapper = export_formats.LogitsWrapper(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval())
     with torch.no_grad():
-        traced = torch.jit.freeze(torch.jit.trace(wrapper, export_mod._example_inputs(16, 0), check_trace=False).eval())
-    assert any('value="cpu"' in constant for constant in export_mod.device_constants(traced))
+        example = export_formats.example_inputs(16, 0)
+        traced = torch.jit.freeze(torch.jit.trace(wrapper, example, check_trace=False).eval())
+    assert any('value="cpu"' in constant for constant in export_formats.device_constants(traced))
     # The export's rewrite removes them, and the rewritten graph computes the same logits.
-    ids, mask = export_mod._example_inputs(9, 0)
+    ids, mask = export_formats.example_inputs(9, 0)
     with torch.no_grad():
         before = traced(ids, mask)
-        assert export_mod.device_free(traced) >= 1 and export_mod.device_constants(traced) == []
+        assert export_formats.device_free(traced) >= 1 and export_formats.device_constants(traced) == []
         assert torch.equal(traced(ids, mask), before)
 
 

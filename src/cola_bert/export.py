@@ -20,6 +20,10 @@ sentences (GLUE dev when the CoLA archive is found, else a shipped sample): labe
         code/inference.py, code/requirements.txt
         manifest.json                             format, versions, labels, max |Δlogit|, agreement, sha256 of files
         config.json, model.safetensors            only with hf_fallback=true (the handler's fallback)
+
+This module reads the input, drives the export and packages it (manifest, tarball, install) and is the CLI; the
+wrapper and graph writers are in ``cola_bert.export_formats``, the checks against the eager model in
+``cola_bert.agreement``.
 """
 
 from __future__ import annotations
@@ -33,28 +37,28 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import warnings
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from cola_bert import inference
+from cola_bert.agreement import (
+    DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE, agreement_sentences, check_agreement, find_cola_archive,
+    max_abs_logit_diff,
+)
+from cola_bert.export_formats import (
+    JIT_OPTIMIZE, ExportError, ExportVerificationError, LogitsWrapper, example_inputs, load_eager, package_version,
+    quantize_onnx, quiet, write_onnx, write_torch_export, write_torchscript,
+)
 
 log = logging.getLogger(__name__)
 
 FORMATS: dict[str, str] = {"torchscript": "model.pt", "torch_export": "model.pt2", "onnx": "model.onnx"}
-JIT_OPTIMIZE = ("none", "freeze", "optimize_for_inference")
 DEFAULT_BATCH_SIZES = (1, 8, 64)
-DEFAULT_TOLERANCE = 1e-4
 QUANTIZE = ("none", "int8")
-DEFAULT_MIN_AGREEMENT = 0.97
-SAMPLE_SENTENCES = Path(__file__).resolve().parent / "samples" / "agreement_sentences.txt"
-COLA_ARCHIVE_NAME = "cola_public_1.1.zip"
-GLUE_DEV_MEMBERS = ("cola_public/raw/in_domain_dev.tsv", "cola_public/raw/out_of_domain_dev.tsv")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "vocab.json")
 SMOKE_SENTENCES = (
     "The sailors rode the breeze clear of the rocks.",
@@ -63,18 +67,6 @@ SMOKE_SENTENCES = (
     "a",
     "word " * 300,
 )
-
-
-class ExportError(RuntimeError):
-    """Bad input or settings for an export; the message says what was wrong and what to do."""
-
-
-class ExportVerificationError(ExportError):
-    """The exported model does not reproduce the eager model's logits within the tolerance."""
-
-    def __init__(self, message: str, max_abs_diff: float):
-        super().__init__(message)
-        self.max_abs_diff = max_abs_diff
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -86,13 +78,6 @@ def default_lengths(max_length: int) -> list[int]:
         candidates.update({power - 1, power, power + 1})
         power *= 2
     return sorted(length for length in candidates if 1 <= length <= max_length)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _python_marker(package: str) -> str:
@@ -122,7 +107,7 @@ def requirements_txt(fmt: str, hf_fallback: bool = False, onnxruntime_package: s
     if fmt == "onnx":
         packages.append("onnxruntime")
     for package in packages:
-        version = _version(package)
+        version = package_version(package)
         if package == "onnxruntime" and onnxruntime_package != "onnxruntime":
             # onnxruntime-gpu is released in lockstep with onnxruntime: same version, CUDA execution provider.
             package = onnxruntime_package
@@ -134,28 +119,6 @@ def requirements_txt(fmt: str, hf_fallback: bool = False, onnxruntime_package: s
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-@contextmanager
-def _quiet():
-    """Silence tracer/exporter chatter (TracerWarnings, transformers' load reports): the verification is the check."""
-    from transformers.utils import logging as hf_logging
-
-    loggers = [logging.getLogger(name) for name in ("transformers", "torch.onnx", "torch.export", "torch._export")]
-    levels = [logger.level for logger in loggers]
-    bars = hf_logging.is_progress_bar_enabled()
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        hf_logging.disable_progress_bar()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------------------------------- input sources
@@ -258,274 +221,6 @@ def _check_model_dir(root: Path, origin: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------------- model
-class LogitsWrapper(torch.nn.Module):
-    """``(input_ids, attention_mask) -> logits`` as a plain tensor (transformers 5 has no ``torchscript=True``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).logits
-
-
-def _load_eager(root: Path, max_length: int):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        with _quiet():
-            tokenizer = AutoTokenizer.from_pretrained(str(root), use_fast=True)
-            model = AutoModelForSequenceClassification.from_pretrained(str(root))
-    except (OSError, ValueError, KeyError) as err:
-        raise ExportError(f"Cannot load the model in {root} with transformers ({type(err).__name__}: {err}).") from err
-    if not getattr(tokenizer, "is_fast", False):
-        raise ExportError(f"{root}: only fast tokenizers (tokenizer.json) can be served; re-save it with transformers.")
-    model.eval()
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and max_length > int(limit):
-        raise ExportError(f"max_length={max_length} exceeds the model's max_position_embeddings={limit}.")
-    return model, tokenizer
-
-
-def _example_inputs(length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two rows, the second padded: the attention mask is a real int64 mask with zeros, never all ones."""
-    generator = torch.Generator().manual_seed(1234)
-    input_ids = torch.randint(1000, 2000, (2, length), generator=generator, dtype=torch.long)
-    attention_mask = torch.ones((2, length), dtype=torch.long)
-    if length > 1:
-        attention_mask[1, max(1, length // 2):] = 0
-        input_ids[1, max(1, length // 2):] = pad_id
-    return input_ids, attention_mask
-
-
-def _write_torchscript(wrapper: LogitsWrapper, example: tuple, path: Path, jit_optimize: str) -> None:
-    with torch.no_grad(), _quiet():
-        module = torch.jit.trace(wrapper, example, check_trace=False, strict=True)
-        module.eval()
-        if jit_optimize == "freeze":
-            module = torch.jit.freeze(module)
-        elif jit_optimize == "optimize_for_inference":
-            module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
-        device_free(module)
-        torch.jit.save(module, str(path))
-
-
-def device_constants(module: Any) -> list[str]:
-    """The ``Device`` constants (e.g. ``"cpu"``) in a TorchScript module's forward graphs, submodules included."""
-    found = []
-    for graph in _forward_graphs(module):
-        for node in graph.findAllNodes("prim::Constant", True):
-            if node.output().type().kind() == "DeviceObjType":
-                found.append(str(node).strip())
-    return found
-
-
-def _forward_graphs(module: Any) -> list:
-    graphs = []
-    for sub in module.modules():
-        try:
-            graphs.append(sub._c._get_method("forward").graph)
-        except RuntimeError:  # a submodule without forward (inlined by freeze)
-            continue
-    return graphs
-
-
-def device_free(module: Any) -> int:
-    """Replace baked-in device constants with the device of the graph's first tensor input; returns how many.
-
-    Tracing records the device of every tensor the model creates (transformers' mask code calls
-    ``torch.arange(..., device=input.device)``) as a constant ``"cpu"``; a GPU endpoint loading the file with
-    ``map_location="cuda"`` would then mix CPU and GPU tensors. After the rewrite the graph creates those tensors on
-    whatever device its inputs are on.
-    """
-    replaced = 0
-    for graph in _forward_graphs(module):
-        constants = [node for node in graph.findAllNodes("prim::Constant", True)
-                     if node.output().type().kind() == "DeviceObjType"]
-        if not constants:
-            continue
-        tensors = [value for value in graph.inputs() if value.type().kind() == "TensorType"]
-        if not tensors:
-            raise ExportError("a TorchScript graph creates tensors on a fixed device but has no tensor input to "
-                              "take the device from; try format=onnx.")
-        device = graph.create("prim::device", [tensors[0]])
-        device.output().setType(torch._C.DeviceObjType.get())
-        device.insertBefore(next(iter(graph.nodes())))
-        for node in constants:
-            node.output().replaceAllUsesWith(device.output())
-            node.destroy()
-            replaced += 1
-    return replaced
-
-
-def _write_torch_export(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: int) -> None:
-    from torch.export import Dim
-
-    batch, seq = Dim("batch", min=1), Dim("seq", min=1, max=max_length)
-    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    with torch.no_grad(), _quiet():
-        program = torch.export.export(wrapper, example, dynamic_shapes=shapes, strict=False)
-        torch.export.save(program, str(path))
-
-
-def _write_onnx(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: int) -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        raise ExportError(
-            f"format=onnx needs onnx, onnxscript and onnxruntime: pip install 'cola-bert[onnx]' ({err})"
-        ) from err
-    from torch.export import Dim
-
-    batch, seq = Dim("batch", min=1), Dim("seq", min=1, max=max_length)
-    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    with torch.no_grad(), _quiet():
-        torch.onnx.export(
-            wrapper, example, str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
-            dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False,
-        )
-
-
-def _quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
-    """Dynamic int8 quantization with ONNX Runtime's quantizer: int8 weights, activations quantized per call."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()  # the quantizer advises pre-processing on the root logger; measured: no gain here
-    level = root.level
-    try:
-        root.setLevel(logging.ERROR)
-        with _quiet():
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range)
-    finally:
-        root.setLevel(level)
-    return {
-        "method": "onnxruntime.quantization.quantize_dynamic",
-        "onnxruntime_version": _version("onnxruntime"),
-        "weight_type": "QInt8",
-        "per_channel": per_channel,
-        "reduce_range": reduce_range,
-    }
-
-
-# ------------------------------------------------------------------------------------------- agreement sentences
-def find_cola_archive(archive: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None) -> Path | None:
-    """The CoLA zip: ``archive`` when given (must exist), else ``data_dir/cola_public_1.1.zip`` when present."""
-    if archive:
-        path = Path(archive).expanduser()
-        if not path.is_file():
-            raise ExportError(f"data.archive={archive} does not exist. Pass the path of {COLA_ARCHIVE_NAME}, or "
-                              "leave data.archive unset to check agreement on the shipped sample sentences.")
-        return path
-    if data_dir:
-        path = Path(data_dir).expanduser() / COLA_ARCHIVE_NAME
-        if path.is_file():
-            return path
-    return None
-
-
-def agreement_sentences(archive: Path | None = None, sentences_file: str | os.PathLike[str] | None = None,
-                        ) -> tuple[list[str], str]:
-    """Real sentences for the agreement check and where they came from.
-
-    ``sentences_file`` (one sentence per line) wins; else GLUE dev (CoLA in_domain_dev + out_of_domain_dev, 1043
-    sentences) from the archive; else the sample shipped with the package.
-    """
-    if sentences_file:
-        path = Path(sentences_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ExportError(f"agreement_sentences={sentences_file} cannot be read as UTF-8 text ({err}).") from err
-        sentences = [line.strip() for line in lines if line.strip()]
-        if not sentences:
-            raise ExportError(f"agreement_sentences={sentences_file} holds no sentences (one per line expected).")
-        return sentences, f"{path} ({len(sentences)} sentences)"
-    if archive is not None:
-        import csv
-        import io
-        import zipfile
-
-        sentences = []
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                for member in GLUE_DEV_MEMBERS:
-                    text = zf.read(member).decode("utf-8")
-                    rows = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-                    sentences += [row[3] for row in rows if len(row) >= 4]
-        except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-            raise ExportError(f"{archive} is not a readable CoLA archive ({type(err).__name__}: {err}); pass "
-                              f"data.archive= the official {COLA_ARCHIVE_NAME}.") from err
-        return sentences, f"GLUE dev: CoLA in_domain_dev + out_of_domain_dev from {archive.name} ({len(sentences)})"
-    sentences = [line.strip() for line in SAMPLE_SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return sentences, f"shipped sample {SAMPLE_SENTENCES.name} ({len(sentences)} sentences; CoLA archive not found)"
-
-
-def eager_probabilities(wrapper: LogitsWrapper, tokenizer: Any, sentences: Sequence[str], max_length: int,
-                        batch_size: int = 64) -> torch.Tensor:
-    """Softmax of the fp32 eager model over ``sentences`` (batches of similar length), in input order."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    out = torch.empty((len(sentences), wrapper.model.config.num_labels), dtype=torch.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        enc = tokenizer([sentences[i] for i in chunk], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
-        with torch.inference_mode():
-            logits = wrapper(enc["input_ids"], enc["attention_mask"].long()).float()
-        out[torch.tensor(chunk)] = torch.softmax(logits, dim=-1)
-    return out
-
-
-def label_agreement(expected: torch.Tensor, got: torch.Tensor) -> dict[str, Any]:
-    """Share of equal argmax labels and the largest |Δprobability| between two ``[n, labels]`` probability tensors."""
-    same = int((expected.argmax(-1) == got.argmax(-1)).sum())
-    return {"count": int(expected.shape[0]), "agreeing": same, "label_agreement": same / max(1, expected.shape[0]),
-            "max_abs_prob_diff": float((expected - got).abs().max()) if expected.numel() else 0.0}
-
-
-# ------------------------------------------------------------------------------------------------- verification
-def _random_batch(generator: torch.Generator, batch: int, length: int, vocab: int, pad_id: int):
-    input_ids = torch.randint(0, vocab, (batch, length), generator=generator, dtype=torch.long)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = length  # at least one unpadded row; batch 1 is never padded
-    attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-    input_ids = input_ids.masked_fill(attention_mask == 0, pad_id)
-    return input_ids, attention_mask
-
-
-def max_abs_logit_diff(
-    reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    candidate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    batch_sizes: Iterable[int],
-    lengths: Iterable[int],
-    vocab_size: int,
-    pad_id: int = 0,
-    seed: int = 0,
-) -> tuple[float, tuple[int, int]]:
-    """Largest |reference - candidate| over fresh random batches of every (batch size, length); and where."""
-    generator = torch.Generator().manual_seed(seed)
-    worst, where = -1.0, (0, 0)
-    for batch in batch_sizes:
-        for length in lengths:
-            input_ids, attention_mask = _random_batch(generator, batch, length, vocab_size, pad_id)
-            with torch.inference_mode():
-                expected = reference(input_ids, attention_mask).float()
-            got = candidate(input_ids, attention_mask).float()
-            if tuple(got.shape) != tuple(expected.shape):
-                raise ExportVerificationError(
-                    f"the exported model returned shape {tuple(got.shape)} instead of {tuple(expected.shape)} "
-                    f"for batch {batch} × length {length}", float("inf"),
-                )
-            diff = float((expected - got).abs().max())
-            if diff != diff:  # NaN
-                diff = float("inf")
-            if diff > worst:
-                worst, where = diff, (batch, length)
-    return max(worst, 0.0), where
-
-
 # -------------------------------------------------------------------------------------------------------- export
 def export_model(
     model_dir: str | os.PathLike[str],
@@ -591,7 +286,7 @@ def export_model(
     try:
         root = resolve_model_dir(model_dir, work)
         log.info("exporting %s as %s (max_length=%d)", root, format, max_length)
-        model, tokenizer = _load_eager(root, max_length)
+        model, tokenizer = load_eager(root, max_length)
         label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         vocab_size = int(model.config.vocab_size)
@@ -599,17 +294,17 @@ def export_model(
         stage = work / "model"
         (stage / "code").mkdir(parents=True)
         wrapper = LogitsWrapper(model).eval()
-        example = _example_inputs(min(max_length, 16), pad_id)
+        example = example_inputs(min(max_length, 16), pad_id)
         model_file = FORMATS[format]
         # The fp32 graph is verified against the tolerance; an int8 graph is made from it afterwards.
         graph_path = work / "fp32.onnx" if quantize == "int8" else stage / model_file
         try:
             if format == "torchscript":
-                _write_torchscript(wrapper, example, graph_path, jit_optimize)
+                write_torchscript(wrapper, example, graph_path, jit_optimize)
             elif format == "torch_export":
-                _write_torch_export(wrapper, example, graph_path, max_length)
+                write_torch_export(wrapper, example, graph_path, max_length)
             else:
-                _write_onnx(wrapper, example, graph_path, max_length)
+                write_onnx(wrapper, example, graph_path, max_length)
         except ExportError:
             raise
         except Exception as err:  # noqa: BLE001 - tracer/exporter errors: say which format failed
@@ -631,14 +326,14 @@ def export_model(
         quantization = None
         if quantize == "int8":
             del runner
-            quantization = _quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range)
+            quantization = quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range)
             quantized = inference.load_runner(stage / model_file, format, torch.device("cpu"))
             quantization["fp32_max_abs_logit_diff"] = worst
             quantization["max_abs_logit_diff"], _ = max_abs_logit_diff(
                 wrapper, quantized, batch_sizes, lengths, vocab_size, pad_id, seed)
             graph_path.unlink()
 
-        with _quiet():
+        with quiet():
             if hf_fallback:
                 model.save_pretrained(str(stage), safe_serialization=True)
             tokenizer.save_pretrained(str(stage))
@@ -664,8 +359,8 @@ def export_model(
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
         loaded = _smoke_test(stage, wrapper, tokenizer, max_length, None if quantization else tolerance)
-        manifest["agreement"] = _check_agreement(loaded, wrapper, tokenizer, sentences, sentence_source,
-                                                 max_length, float(min_agreement), format, quantize)
+        manifest["agreement"] = check_agreement(loaded, wrapper, tokenizer, sentences, sentence_source,
+                                                max_length, float(min_agreement), format, quantize)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         del loaded
         tarball = work / "model.tar.gz"
@@ -689,9 +384,9 @@ def _manifest(stage: Path, **info: Any) -> dict[str, Any]:
         "model_file": info["model_file"],
         "torch_version": torch_full.split("+")[0],
         "torch_version_full": torch_full,
-        "transformers_version": _version("transformers"),
-        "tokenizers_version": _version("tokenizers"),
-        "onnxruntime_version": _version("onnxruntime") if info["format"] == "onnx" else None,
+        "transformers_version": package_version("transformers"),
+        "tokenizers_version": package_version("tokenizers"),
+        "onnxruntime_version": package_version("onnxruntime") if info["format"] == "onnx" else None,
         "python_version": platform.python_version(),
         "max_length": info["max_length"],
         "label_names": info["label_names"],
@@ -715,27 +410,6 @@ def _manifest(stage: Path, **info: Any) -> dict[str, Any]:
         "created": _utc_now(),
         "files": files,
     }
-
-
-def _check_agreement(loaded: Any, wrapper: LogitsWrapper, tokenizer: Any, sentences: list[str], source: str,
-                     max_length: int, min_agreement: float, fmt: str, quantize: str) -> dict[str, Any]:
-    """Label agreement of the packaged artifact (through the handler) with the fp32 eager model; refuse below the bar."""
-    expected = eager_probabilities(wrapper, tokenizer, sentences, max_length)
-    got = torch.softmax(loaded.logits(sentences), dim=-1)
-    result = label_agreement(expected, got)
-    result.update({"sentences": source, "reference": "fp32 eager transformers model", "min_agreement": min_agreement})
-    log.info("label agreement %.4f, max |Δprob| %.3g on %s", result["label_agreement"], result["max_abs_prob_diff"],
-             source)
-    if result["label_agreement"] < min_agreement:
-        what = f"{fmt} {quantize}" if quantize != "none" else fmt
-        raise ExportVerificationError(
-            f"Verification failed: the {what} artifact agrees with the fp32 eager model on only "
-            f"{result['agreeing']}/{result['count']} labels ({100 * result['label_agreement']:.1f}%, max |Δprob| "
-            f"{result['max_abs_prob_diff']:.3g}) on {source}, below min_agreement={min_agreement:g}. Nothing was "
-            "written. Export without quantization, or accept the loss explicitly with a lower bar, e.g. "
-            "min_agreement=0.9.", result["max_abs_prob_diff"],
-        )
-    return result
 
 
 def _smoke_test(stage: Path, wrapper: LogitsWrapper, tokenizer: Any, max_length: int,
