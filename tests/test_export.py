@@ -528,27 +528,13 @@ def test_export_from_a_training_job_tarball(tiny_model_dir, tmp_path, eager):
     assert torch.allclose(model.logits(["A sentence."]), eager(["A sentence."]), atol=1e-5)
 
 
-def test_export_from_s3_through_the_sagemaker_sdk(tiny_model_dir, tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
-                       "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    source = _training_artifact(tiny_model_dir, tmp_path / "model.tar.gz")
-    with moto.mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
-        s3.create_bucket(Bucket="cola-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        s3.upload_file(str(source), "cola-artifacts", "jobs/cola-1/output/model.tar.gz")
-        tarball = export_model("s3://cola-artifacts/jobs/cola-1/output/model.tar.gz", tmp_path / "out", **QUICK)
-        with pytest.raises(ExportError, match="does not exist"):
-            export_model("s3://cola-artifacts/jobs/nope/output/model.tar.gz", tmp_path / "out2", **QUICK)
-    manifest = inference.verify_artifact(tarball.parent / "model")
-    assert manifest["source"] == "s3://cola-artifacts/jobs/cola-1/output/model.tar.gz"
-    assert not (tmp_path / "out2").exists()
+def test_s3_model_dir_is_left_to_the_launchers(tmp_path):
+    """src/ never talks to AWS: an s3:// model_dir is refused before anything is written, naming the commands that
+    download a training job's model."""
+    with pytest.raises(ExportError) as info:
+        export_model("s3://cola-artifacts/jobs/cola-1/output/model.tar.gz", tmp_path / "out", **QUICK)
+    assert "python -m launch.train attach=<job name>" in str(info.value) and "launch.deploy" in str(info.value)
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------------- MiniLM once

@@ -2,15 +2,16 @@
 
     python -m cola_bert.export model_dir=RUN/model output_dir=OUT [format=torchscript|torch_export|onnx]
     python -m cola_bert.export model_dir=RUN/model output_dir=OUT format=onnx quantize=int8
-    cola-export model_dir=s3://bucket/job/output/model.tar.gz output_dir=OUT
+    cola-export model_dir=outputs/sagemaker/jobs/JOB/model output_dir=OUT   (after `python -m launch.train attach=JOB`)
 
-``model_dir`` is a Hugging Face model directory (a run's ``model/``), a local ``model.tar.gz`` (e.g. a SageMaker
-training job's artifact) or an ``s3://`` URI of one. The model is wrapped as ``(input_ids, attention_mask) -> logits``
-and exported; the exported file is then reloaded and compared with the eager model on fresh random batches
-(batch sizes 1, 8, 64 × lengths from 1 to ``max_length``). If the largest |Δlogit| exceeds ``tolerance`` the export
-fails and nothing is written. ``quantize=int8`` (ONNX only) quantizes the verified fp32 graph with ONNX Runtime's
-dynamic quantizer. Every export is then loaded through the handler and compared with the fp32 eager model on real
-sentences (GLUE dev when the CoLA archive is found, else a shipped sample): label agreement below ``min_agreement``
+``model_dir`` is a Hugging Face model directory (a run's ``model/``) or a local ``model.tar.gz`` (e.g. a SageMaker
+training job's artifact); the export never talks to AWS (``launch.train attach=JOB`` downloads a job's model). The
+model is wrapped as ``(input_ids, attention_mask) -> logits`` and exported; the exported file is then reloaded and
+compared with the eager model on fresh random batches (batch sizes 1, 8, 64 × lengths from 1 to ``max_length``). If
+the largest |Δlogit| exceeds ``tolerance`` the export fails and nothing is written. ``quantize=int8`` (ONNX only)
+quantizes the verified fp32 graph with ONNX Runtime's dynamic quantizer. Every export is then loaded through the
+handler and compared with the fp32 eager model on real sentences (GLUE dev when the CoLA archive is found, else a
+shipped sample): label agreement below ``min_agreement``
 (default 0.97) refuses the export. Output::
 
     OUT/model.tar.gz              what SageMaker deploys (the files below at its root)
@@ -122,41 +123,6 @@ def _utc_now() -> str:
 
 
 # ------------------------------------------------------------------------------------------------- input sources
-def _sagemaker_session():
-    """A sagemaker.Session honouring AWS_PROFILE / AWS_REGION (boto3 itself honours AWS_ENDPOINT_URL)."""
-    try:
-        import boto3
-        import sagemaker
-    except ImportError as err:
-        raise ExportError(
-            f"Reading s3:// needs the SageMaker SDK: pip install 'cola-bert[sagemaker]' ({err})."
-        ) from err
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    boto_session = boto3.Session(profile_name=os.environ.get("AWS_PROFILE") or None, region_name=region)
-    return sagemaker.Session(boto_session=boto_session)
-
-
-def _download_s3(uri: str, dest: Path) -> Path:
-    from sagemaker.s3 import S3Downloader
-
-    if not uri.endswith((".tar.gz", ".tgz")):
-        raise ExportError(f"{uri}: an s3:// model_dir must point at a model.tar.gz (a SageMaker training artifact).")
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        S3Downloader.download(uri, str(dest), sagemaker_session=_sagemaker_session())
-    except ExportError:
-        raise
-    except Exception as err:  # noqa: BLE001 - botocore raises many types; all mean "could not download"
-        raise ExportError(
-            f"Cannot download {uri} ({type(err).__name__}: {err}). Check the URI, AWS credentials "
-            "(AWS_PROFILE), AWS_REGION and, for a local S3, AWS_ENDPOINT_URL."
-        ) from err
-    files = [path for path in dest.rglob("*") if path.is_file()]
-    if not files:
-        raise ExportError(f"{uri} does not exist (nothing was downloaded). Check the bucket and key.")
-    return files[0]
-
-
 def _find_model_root(directory: Path, origin: str) -> Path:
     if (directory / "config.json").is_file():
         return directory
@@ -172,23 +138,26 @@ def _find_model_root(directory: Path, origin: str) -> Path:
 
 
 def resolve_model_dir(source: str | os.PathLike[str], workdir: Path) -> Path:
-    """A local directory holding config.json + weights + tokenizer, from a directory, a .tar.gz or an s3:// URI."""
+    """A local directory holding config.json + weights + tokenizer, from a directory or a .tar.gz."""
     text = str(source)
     if text.startswith("s3://"):
-        tarball = _download_s3(text, workdir / "download")
-        origin = text
-    else:
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise ExportError(
-                f"model_dir={text} does not exist. Pass a training run's model/ directory, a model.tar.gz or an "
-                "s3://…/model.tar.gz."
-            )
-        if path.is_dir():
-            root = _find_model_root(path, f"model_dir={text}")
-            _check_model_dir(root, text)
-            return root
-        tarball, origin = path, text
+        raise ExportError(
+            f"model_dir={text}: the export reads local files only (AWS is the launchers' job). Download the training "
+            "job's model first: `python -m launch.train attach=<job name>` lays it out as a run directory (pass "
+            "model_dir=outputs/sagemaker/jobs/<job name>/model), or `aws s3 cp <uri> .` and pass the model.tar.gz; `python -m launch.deploy "
+            "training_job=<job name>` downloads, exports and deploys in one step."
+        )
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ExportError(
+            f"model_dir={text} does not exist. Pass a training run's model/ directory or a model.tar.gz (a SageMaker "
+            "training job's artifact)."
+        )
+    if path.is_dir():
+        root = _find_model_root(path, f"model_dir={text}")
+        _check_model_dir(root, text)
+        return root
+    tarball, origin = path, text
     try:
         unpacked = inference.safe_extract(tarball, workdir / "source")
     except inference.ArtifactError as err:
