@@ -11,8 +11,7 @@ compared with the eager model on fresh random batches (batch sizes 1, 8, 64 × l
 the largest |Δlogit| exceeds ``tolerance`` the export fails and nothing is written. ``quantize=int8`` (ONNX only)
 quantizes the verified fp32 graph with ONNX Runtime's dynamic quantizer. Every export is then loaded through the
 handler and compared with the fp32 eager model on real sentences (GLUE dev when the CoLA archive is found, else a
-shipped sample): label agreement below ``min_agreement``
-(default 0.97) refuses the export. Output::
+shipped sample): label agreement below ``min_agreement`` (default 0.97) refuses the export. Output::
 
     OUT/model.tar.gz              what SageMaker deploys (the files below at its root)
     OUT/model/                    the same, unpacked
