@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -13,6 +12,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from cola_bert.inference import sha256_file
+
 ARCHIVE_NAME = "cola_public_1.1.zip"
 EXTRACTED_NAME = "cola_public"
 
@@ -21,16 +22,8 @@ class ArchiveError(RuntimeError):
     """The CoLA archive is missing, unreachable or not the file it should be."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, expected_sha256: str) -> None:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected_sha256.lower():
         raise ArchiveError(
             f"{path} has sha256 {actual}, expected {expected_sha256}: the file is corrupt, truncated or not the "

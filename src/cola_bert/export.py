@@ -443,18 +443,12 @@ def _install(work: Path, output_dir: Path, items: dict[str, Path]) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- CLI
 def _conf_dir() -> Path:
-    try:
-        from cola_bert.config import conf_dir
+    from cola_bert.config import conf_dir
 
+    try:
         return conf_dir()
-    except (ImportError, FileNotFoundError):
-        here = Path(__file__).resolve()
-        for candidate in (here.parents[2] / "conf", here.parents[1] / "conf"):
-            if (candidate / "export.yaml").is_file():
-                return candidate
-        raise ExportError(
-            "Cannot find conf/export.yaml. Run from a checkout of cola-bert (pip install -e .) or set COLA_BERT_CONF."
-        ) from None
+    except FileNotFoundError as err:
+        raise ExportError(str(err)) from None
 
 
 def run(cfg: Any) -> Path:
