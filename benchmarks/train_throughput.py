@@ -258,8 +258,8 @@ def main() -> None:
         f"- Throughput: {args.steps} optimizer steps of batch {BATCH_SIZE} on CoLA in_domain_train, lr {HF_LR}, weight "
         f"decay 0.01, 10% warmup, clipping 1.0; median of {args.rounds} interleaved rounds (fresh process each, round r "
         "seeded 42 + r). samples/s = samples / time from the first epoch's start to the last optimizer step's end, "
-        "measured the same way for both peers (the Trainer's own `train_samples_per_second`, which also counts its "
-        f"loop setup, was {', '.join(f'{x:.1f}' for x in own)} for the best-configured bf16 run).",
+        "measured the same way for both peers (the Trainer's own `train_samples_per_second` agrees with this clock: "
+        f"it was {', '.join(f'{x:.1f}' for x in own)} for the best-configured bf16 run).",
         "",
         "| configuration | samples/s (median) | × Trainer defaults | × best-configured Trainer bf16 | all rounds |",
         "|---|---:|---:|---:|---|",

@@ -51,7 +51,7 @@ from cola_bert.agreement import (
 )
 from cola_bert.export_formats import (
     JIT_OPTIMIZE, ExportError, ExportVerificationError, LogitsWrapper, example_inputs, load_eager, package_version,
-    quantize_onnx, quiet, write_onnx, write_torch_export, write_torchscript,
+    ffn_output_matmuls, quantize_onnx, quiet, write_onnx, write_torch_export, write_torchscript,
 )
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,9 @@ def export_model(
     jit_optimize: str = "freeze",
     hf_fallback: bool = False,
     quantize: str = "none",
-    per_channel: bool = False,
+    per_channel: bool = True,
     reduce_range: bool = False,
+    ffn_output_fp32: bool = True,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     cola_archive: str | os.PathLike[str] | None = None,
     agreement_file: str | os.PathLike[str] | None = None,
@@ -294,7 +295,10 @@ def export_model(
         quantization = None
         if quantize == "int8":
             del runner
-            quantization = quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range)
+            keep = (ffn_output_matmuls(graph_path, int(model.config.intermediate_size), int(model.config.hidden_size))
+                    if ffn_output_fp32 else [])
+            quantization = quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range, keep)
+            quantization["ffn_output_fp32"] = ffn_output_fp32
             quantized = inference.load_runner(stage / model_file, format, torch.device("cpu"))
             quantization["fp32_max_abs_logit_diff"] = worst
             quantization["max_abs_logit_diff"], _ = max_abs_logit_diff(
@@ -469,6 +473,7 @@ def run(cfg: Any) -> Path:
         lengths=list(cfg.lengths) if cfg.get("lengths") else None, seed=int(cfg.seed),
         jit_optimize=str(cfg.jit_optimize), hf_fallback=bool(cfg.hf_fallback), quantize=str(cfg.quantize),
         per_channel=bool(cfg.per_channel), reduce_range=bool(cfg.reduce_range),
+        ffn_output_fp32=bool(cfg.ffn_output_fp32),
         min_agreement=float(cfg.min_agreement), cola_archive=archive, agreement_file=cfg.get("agreement_sentences"),
         onnxruntime_package=str(cfg.onnxruntime_package),
     )
@@ -488,7 +493,8 @@ def run(cfg: Any) -> Path:
     )
     if quantization:
         print(f"  int8:      {quantization['method']} ({quantization['weight_type']} weights, per_channel="
-              f"{quantization['per_channel']}, reduce_range={quantization['reduce_range']}); max |Δlogit| vs "
+              f"{quantization['per_channel']}, reduce_range={quantization['reduce_range']}, "
+              f"{quantization['fp32_nodes']} FFN output MatMuls kept fp32); max |Δlogit| vs "
               f"eager = {quantization['max_abs_logit_diff']:.3g}")
     agreement = manifest["agreement"]
     print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -192,8 +193,20 @@ def write_onnx(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: i
         )
 
 
-def quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
-    """Dynamic int8 quantization with ONNX Runtime's quantizer: int8 weights, activations quantized per call."""
+def ffn_output_matmuls(graph_path: Path, intermediate_size: int, hidden_size: int) -> list[str]:
+    """The MatMul nodes of each layer's FFN output projection: the ones whose weight is intermediate × hidden."""
+    import onnx
+
+    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul"
+            and any(shapes.get(name) == (intermediate_size, hidden_size) for name in node.input)]
+
+
+def quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: bool,
+                  keep_fp32: Sequence[str] = ()) -> dict[str, Any]:
+    """Dynamic int8 quantization with ONNX Runtime's quantizer: int8 weights, activations quantized per call; the
+    MatMul nodes named in ``keep_fp32`` stay fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()  # the quantizer advises pre-processing on the root logger; measured: no gain here
@@ -202,7 +215,8 @@ def quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: b
         root.setLevel(logging.ERROR)
         with quiet():
             quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range)
+                             reduce_range=reduce_range, op_types_to_quantize=["MatMul", "Gather"],
+                             nodes_to_exclude=list(keep_fp32))
     finally:
         root.setLevel(level)
     return {
@@ -211,4 +225,5 @@ def quantize_onnx(source: Path, target: Path, per_channel: bool, reduce_range: b
         "weight_type": "QInt8",
         "per_channel": per_channel,
         "reduce_range": reduce_range,
+        "fp32_nodes": len(keep_fp32),
     }
