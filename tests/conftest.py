@@ -24,7 +24,7 @@ def cola_archive() -> Path:
         if candidate.is_file():
             return candidate
     pytest.fail(
-        "CoLA archive not found. Copy cola_public_1.1.zip into data/ (see README, 'Offline use'); "
+        "CoLA archive not found. Copy cola_public_1.1.zip into data/ (see docs/training.md, 'The CoLA archive and offline use'); "
         f"looked in: {', '.join(map(str, ARCHIVE_CANDIDATES))}"
     )
 
