@@ -90,7 +90,7 @@ def _train(model: torch.nn.Module, steps: int, batch: dict[str, torch.Tensor]) -
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     return losses
 
 
