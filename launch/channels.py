@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cola_bert.inference import sha256_file
+from cola_bert.archive import sha256_of
 from launch.errors import LaunchError, NotFound, aws_errors
 from launch.session import AwsContext, opt
 
@@ -83,7 +83,7 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
     except (ArchiveError, DataFormatError, ValueError) as err:
         raise LaunchError(f"Cannot prepare the training data: {err}") from err
 
-    sha = {channel: sha256_file(path) for channel, path in files.items()}
+    sha = {channel: sha256_of(path) for channel, path in files.items()}
     digest = hashlib.sha256("".join(f"{c}:{sha[c]}\n" for c in sorted(sha)).encode()).hexdigest()[:16]
     return PreparedData(files=files, rows=rows, digest=digest, source=source, sha256=sha)
 

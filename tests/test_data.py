@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from cola_bert import archive as archive_mod
-from cola_bert.archive import ArchiveError, ensure_cola
+from cola_bert.archive import ArchiveError, ensure_cola, sha256_of
 from cola_bert.data import CoLADataModule, DataFormatError, read_cola_tsv, read_labelled_file, write_labelled_tsv
-from cola_bert.inference import sha256_file
 
 SHA = "2cf856f46df11c143d38e0cf2f9f34ff2fdb088c521cd859f5c4b9581683278b"
 URL = "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip"
@@ -215,7 +214,7 @@ def test_download_writes_through_temp_file_and_verifies(cola_archive, tmp_path, 
 
     monkeypatch.setattr(archive_mod.urllib.request, "urlopen", lambda url, timeout: Response(payload))
     cola_dir = ensure_cola(tmp_path / "data", URL, SHA)
-    assert sha256_file(tmp_path / "data" / "cola_public_1.1.zip") == SHA
+    assert sha256_of(tmp_path / "data" / "cola_public_1.1.zip") == SHA
     assert (cola_dir / "raw" / "out_of_domain_dev.tsv").is_file()
     assert not list((tmp_path / "data").glob("*.part"))
 
@@ -237,7 +236,7 @@ def test_zip_without_cola_layout_is_refused(tmp_path):
     with zipfile.ZipFile(fake, "w") as zf:
         zf.writestr("something/else.txt", "x")
     with pytest.raises(ArchiveError, match="not the CoLA archive"):
-        ensure_cola(tmp_path / "data", URL, sha256_file(fake), archive=fake)
+        ensure_cola(tmp_path / "data", URL, sha256_of(fake), archive=fake)
     assert not (tmp_path / "data" / "cola_public").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -12,8 +13,6 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from cola_bert.inference import sha256_file
-
 ARCHIVE_NAME = "cola_public_1.1.zip"
 EXTRACTED_NAME = "cola_public"
 
@@ -22,8 +21,18 @@ class ArchiveError(RuntimeError):
     """The CoLA archive is missing, unreachable or not the file it should be."""
 
 
+def sha256_of(path: Path) -> str:
+    """Also used by the launchers (channel contents). cola_bert.inference keeps its own copy on purpose: it ships
+    alone as the endpoint's code/inference.py, and importing it here would pull torch into the launchers' start-up."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify(path: Path, expected_sha256: str) -> None:
-    actual = sha256_file(path)
+    actual = sha256_of(path)
     if actual != expected_sha256.lower():
         raise ArchiveError(
             f"{path} has sha256 {actual}, expected {expected_sha256}: the file is corrupt, truncated or not the "
