@@ -59,13 +59,19 @@ def _parser():
     return OverridesParser.create()
 
 
+def refuse(key: str) -> None:
+    """LaunchError when `key` (without +/++/~ and @package) belongs to a group that cannot run on SageMaker."""
+    group = key.split(".", 1)[0]
+    if group in REFUSED:
+        raise LaunchError(REFUSED[group])
+
+
 def refuse_before_hydra(argv: Sequence[str]) -> None:
     """Refuse what cannot run on SageMaker before Hydra starts: `hparams_search=optuna` switches Hydra into its own
     (local) Optuna sweep, which would otherwise start and fail every trial before anything says why."""
     for arg in argv:
-        key = arg.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
-        if not arg.startswith("-") and "=" in arg and key.split(".", 1)[0] in REFUSED:
-            raise LaunchError(REFUSED[key.split(".", 1)[0]])
+        if not arg.startswith("-") and "=" in arg:
+            refuse(arg.split("=", 1)[0].lstrip("+~").split("@", 1)[0])
 
 
 def is_launcher_only(key: str) -> bool:
@@ -88,8 +94,7 @@ def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
         except Exception as err:  # OverrideParseException; Hydra itself rejects these first
             raise LaunchError(f"Cannot parse the override {line!r}: {err}") from err
         bare = override.key_or_group
-        if bare in REFUSED or bare.split(".", 1)[0] in REFUSED:
-            raise LaunchError(REFUSED[bare.split(".", 1)[0]])
+        refuse(bare)
         if is_launcher_only(bare):
             result.launcher_only.append(line)
             continue
