@@ -1,6 +1,7 @@
 """Inference speed and int8 accuracy: eager Hugging Face vs TorchScript fp32 vs ONNX Runtime fp32 vs ONNX int8
 (what `cola_bert.export` ships: per-channel, FFN output projections fp32), plus two candidates that are not shipped
-(ONNX int8 of everything per-tensor, TorchScript with torch's dynamic int8), and optionally the local endpoint (`cola_bert.serve`). Not a test.
+(ONNX int8 of everything per-tensor, TorchScript with torch's dynamic int8), and optionally the local endpoint
+(`cola_bert.serve`). Not a test.
 
 Every backend runs behind the same handler code (`cola_bert.inference.ColaModel`: `tokenizers` tokenization, dynamic
 padding, softmax), so only the model execution differs. Backends are measured round-robin, one call each per round,
@@ -263,7 +264,7 @@ EAGER = "eager (Hugging Face)"
 TS = "TorchScript fp32"
 ONNX = "ONNX Runtime fp32"
 INT8 = "ONNX Runtime int8"
-INT8_PC = "ONNX int8, everything per-tensor (not shipped)"
+INT8_ALL = "ONNX int8, everything per-tensor (not shipped)"
 TS_INT8 = "TorchScript + torch dynamic int8 (not shipped)"
 
 
@@ -293,7 +294,7 @@ def load_models(exports: dict, extras: bool, model_dir: Path) -> dict:
     base = inference.load_artifact(exports[TS], device=cpu)
     models = {EAGER: inference.ColaModel(inference.load_hf_runner(exports["hf"], cpu), base.tokenizer,
                                          base.manifest, base.model_dir)}
-    for name in (TS, ONNX, INT8, INT8_PC):
+    for name in (TS, ONNX, INT8, INT8_ALL):
         if name in exports:
             models[name] = inference.load_artifact(exports[name], device=cpu)  # ONNX threads follow torch's
     if extras:
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(TS, {"format": "torchscript"}), (ONNX, {"format": "onnx"}),
                 (INT8, {"format": "onnx", "quantize": "int8"})]
         if not args.no_extras:
-            plan.append((INT8_PC, {"format": "onnx", "quantize": "int8", "per_channel": False,
+            plan.append((INT8_ALL, {"format": "onnx", "quantize": "int8", "per_channel": False,
                                    "ffn_output_fp32": False}))
         for name, settings in plan:
             out = tmp / name.split(" (")[0].replace(" ", "_").replace(",", "")

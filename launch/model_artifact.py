@@ -3,7 +3,8 @@
 A local archive is checked with `cola_bert.inference.verify_tarball`, the strict check `cola_bert.serve` runs: no
 `../` member, link or device, every file (code/ included) matching the sha256 its manifest.json records, no file the
 manifest does not list (the endpoint runs the archive's own code/inference.py, unrepacked), and `code/inference.py`
-present (without it the PyTorch serving container falls back to default handlers that cannot serve a BERT classifier). An `s3://` archive is used as is; its manifest.json
+present (without it the PyTorch serving container falls back to default handlers that cannot serve a BERT
+classifier). An `s3://` archive is used as is; its manifest.json
 (written first by the export) is read by streaming the head of the object.
 """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from launch import validate
-from launch.errors import NO_REGION_MESSAGE, ROLE_HINT, LaunchError, aws_errors
+from launch.errors import NO_REGION_MESSAGE, ROLE_HINT, LaunchError, NotFound, aws_errors
 
 ROLE_ENV = "SAGEMAKER_ROLE"
 # Written by SageMaker notebook instances and Studio; sagemaker.get_execution_role() reads the role from it.
@@ -262,8 +262,6 @@ class AwsContext:
 
     def training_job(self, name: str, hint: str) -> dict[str, Any]:
         """DescribeTrainingJob; an unknown name → NotFound that says how to list the region's jobs, then `hint`."""
-        from launch.errors import NotFound
-
         try:
             with aws_errors(f"looking up the training job {name}"):
                 return self.session.describe_training_job(name)
