@@ -128,9 +128,15 @@ def test_large_batches_are_chunked_with_dynamic_padding(model, monkeypatch):
     rows, _ = _call(model, json.dumps(sentences))
     monkeypatch.setattr(model, "runner", runner)
     lengths = sorted(len(ids) for ids in model.encode(sentences))
-    # chunks of <= 3 sentences of similar length, each padded only to its own longest sentence
+    assert lengths == [3, 5, 7, 9, 14, 42, 128]  # [CLS] + words + [SEP], the longest truncated at max_length
+    # chunks of <= 3 sentences in length order, each padded to its own longest and cut where padding would exceed
+    # MAX_PADDING (25%) of the real tokens: 3+5 padded to 2x5 = 1.25x; adding 7 would make 3x7 = 1.4x
+    assert shapes == [(2, 5), (2, 9), (1, 14), (1, 42), (1, 128)]
+    shapes.clear()
+    monkeypatch.setattr(model, "runner", Spy(runner.device))
+    _call(model, json.dumps(["Same length here."] * 7))  # no padding at all: only batch_size cuts
+    monkeypatch.setattr(model, "runner", runner)
     assert [s[0] for s in shapes] == [3, 3, 1]
-    assert [s[1] for s in shapes] == [lengths[2], lengths[5], lengths[6]] and lengths[6] == 128
     # order is the request's order: each row equals the single-sentence answer
     for sentence, row in zip(sentences, rows):
         assert _call(model, json.dumps(sentence))[0][0]["probabilities"] == pytest.approx(row["probabilities"],

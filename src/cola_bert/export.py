@@ -51,7 +51,7 @@ from cola_bert.agreement import (
 )
 from cola_bert.export_formats import (
     JIT_OPTIMIZE, ExportError, ExportVerificationError, LogitsWrapper, example_inputs, load_eager, package_version,
-    ffn_output_matmuls, quantize_onnx, quiet, write_onnx, write_torch_export, write_torchscript,
+    quantize_onnx, quiet, write_onnx, write_onnx_fusable, write_torch_export, write_torchscript,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {"torchscript": "model.pt", "torch_export": "model.pt2", "onnx": "model.onnx"}
 DEFAULT_BATCH_SIZES = (1, 8, 64)
 QUANTIZE = ("none", "int8")
+INT8_MATMUL = ("blockwise", "per_tensor")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "vocab.json")
 SMOKE_SENTENCES = (
     "The sailors rode the breeze clear of the rocks.",
@@ -203,9 +204,10 @@ def export_model(
     jit_optimize: str = "freeze",
     hf_fallback: bool = False,
     quantize: str = "none",
+    int8_matmul: str = "blockwise",
+    block_size: int = 128,
     per_channel: bool = True,
     reduce_range: bool = False,
-    ffn_output_fp32: bool = True,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     cola_archive: str | os.PathLike[str] | None = None,
     agreement_file: str | os.PathLike[str] | None = None,
@@ -229,6 +231,10 @@ def export_model(
             f"quantize=int8 is offered for format=onnx only (ONNX Runtime's dynamic quantizer; see docs/serving.md "
             f"for why not {format}). Use: format=onnx quantize=int8."
         )
+    if int8_matmul not in INT8_MATMUL:
+        raise ExportError(f"Unknown int8_matmul={int8_matmul!r}. Choose one of: {', '.join(INT8_MATMUL)}.")
+    if not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
+        raise ExportError(f"block_size must be a power of two >= 16 (e.g. 32, 64, 128), got {block_size!r}.")
     if not 0.0 <= float(min_agreement) <= 1.0:
         raise ExportError(f"min_agreement must lie in 0..1 (a share of labels), got {min_agreement!r}.")
     if onnxruntime_package not in ("onnxruntime", "onnxruntime-gpu"):
@@ -272,6 +278,8 @@ def export_model(
                 write_torchscript(wrapper, example, graph_path, jit_optimize)
             elif format == "torch_export":
                 write_torch_export(wrapper, example, graph_path, max_length)
+            elif quantize == "int8":
+                write_onnx_fusable(wrapper, example, graph_path)
             else:
                 write_onnx(wrapper, example, graph_path, max_length)
         except ExportError:
@@ -295,10 +303,8 @@ def export_model(
         quantization = None
         if quantize == "int8":
             del runner
-            keep = (ffn_output_matmuls(graph_path, int(model.config.intermediate_size), int(model.config.hidden_size))
-                    if ffn_output_fp32 else [])
-            quantization = quantize_onnx(graph_path, stage / model_file, per_channel, reduce_range, keep)
-            quantization["ffn_output_fp32"] = ffn_output_fp32
+            quantization = quantize_onnx(graph_path, stage / model_file, model.config, int8_matmul, block_size,
+                                         per_channel, reduce_range)
             quantized = inference.load_runner(stage / model_file, format, torch.device("cpu"))
             quantization["fp32_max_abs_logit_diff"] = worst
             quantization["max_abs_logit_diff"], _ = max_abs_logit_diff(
@@ -472,8 +478,8 @@ def run(cfg: Any) -> Path:
         tolerance=float(cfg.tolerance), batch_sizes=list(cfg.batch_sizes),
         lengths=list(cfg.lengths) if cfg.get("lengths") else None, seed=int(cfg.seed),
         jit_optimize=str(cfg.jit_optimize), hf_fallback=bool(cfg.hf_fallback), quantize=str(cfg.quantize),
+        int8_matmul=str(cfg.int8_matmul), block_size=cfg.block_size,
         per_channel=bool(cfg.per_channel), reduce_range=bool(cfg.reduce_range),
-        ffn_output_fp32=bool(cfg.ffn_output_fp32),
         min_agreement=float(cfg.min_agreement), cola_archive=archive, agreement_file=cfg.get("agreement_sentences"),
         onnxruntime_package=str(cfg.onnxruntime_package),
     )
@@ -492,10 +498,11 @@ def run(cfg: Any) -> Path:
         + (" (the fp32 graph, before quantization)" if quantization else "")
     )
     if quantization:
-        print(f"  int8:      {quantization['method']} ({quantization['weight_type']} weights, per_channel="
-              f"{quantization['per_channel']}, reduce_range={quantization['reduce_range']}, "
-              f"{quantization['fp32_nodes']} FFN output MatMuls kept fp32); max |Δlogit| vs "
-              f"eager = {quantization['max_abs_logit_diff']:.3g}")
+        block = f", block {quantization['block_size']}" if quantization["block_size"] else ""
+        ops = ", ".join(f"{n} {op}" for op, n in quantization["int8_ops"].items())
+        print(f"  int8:      {quantization['matmul']} MatMuls{block}, per_channel={quantization['per_channel']}, "
+              f"reduce_range={quantization['reduce_range']} ({ops}); max |Δlogit| vs eager = "
+              f"{quantization['max_abs_logit_diff']:.3g}")
     agreement = manifest["agreement"]
     print(
         f"  agreement: {100 * agreement['label_agreement']:.2f}% labels ({agreement['agreeing']}/"

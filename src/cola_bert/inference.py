@@ -65,6 +65,7 @@ MAX_SENTENCES_ENV = "COLA_MAX_SENTENCES"
 DEFAULT_MAX_SENTENCES = 1000
 BATCH_SIZE_ENV = "COLA_BATCH_SIZE"
 DEFAULT_BATCH_SIZE = 32
+MAX_PADDING = 0.25  # a chunk's padded tokens, as a share of its real ones (ColaModel.logits)
 DEVICE_ENV = "COLA_DEVICE"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 
@@ -509,14 +510,18 @@ class ColaModel(object):
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(sentences))]
 
     def logits(self, sentences: Sequence[str], batch_size: Optional[int] = None) -> torch.Tensor:
-        """Logits ``[len(sentences), num_labels]`` in input order; chunks of similar length, padded per chunk."""
+        """Logits ``[len(sentences), num_labels]`` in input order.
+
+        Sentences are sorted by length and run in chunks of at most ``batch_size`` rows, padded to the chunk's longest;
+        a chunk also ends where padding would exceed ``MAX_PADDING`` of its real tokens. Padded positions cost as
+        much as real ones, and GLUE-dev lengths spread from 3 to 40 tokens: measured here, 32 random sentences run
+        1.7x (eager) to 2x (int8) faster this way than as one padded batch of 32 (docs/benchmarks.md).
+        """
         batch_size = batch_size or _env_int(BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE)
         ids = self.encode(sentences)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.empty((len(ids), len(self.label_names)), dtype=torch.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(len(ids[i]) for i in chunk)
+        for chunk in _chunks([len(row) for row in ids], batch_size):
+            width = len(ids[chunk[-1]])
             input_ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
             attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # int64: SDPA traces need it
             for row, i in enumerate(chunk):
@@ -524,6 +529,21 @@ class ColaModel(object):
                 attention_mask[row, : len(ids[i])] = 1
             out[torch.tensor(chunk, dtype=torch.long)] = self.runner(input_ids, attention_mask)
         return out
+
+
+def _chunks(lengths: List[int], batch_size: int) -> List[List[int]]:
+    """Indices sorted by length, cut into chunks of at most ``batch_size`` with padding <= ``MAX_PADDING``."""
+    chunks: List[List[int]] = []
+    current: List[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        rows = len(current) + 1
+        if current and (rows > batch_size or rows * lengths[i] > (1 + MAX_PADDING) * (real + lengths[i])):
+            chunks.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    return chunks + [current] if current else chunks
 
 
 def load_tokenizer(model_dir: Path, manifest: Dict[str, Any]) -> Any:
