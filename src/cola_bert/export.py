@@ -9,8 +9,8 @@ training job's artifact); the export never talks to AWS (``launch.train attach=J
 model is wrapped as ``(input_ids, attention_mask) -> logits`` and exported; the exported file is then reloaded and
 compared with the eager model on fresh random batches (batch sizes 1, 8, 64 × lengths from 1 to ``max_length``). If
 the largest |Δlogit| exceeds ``tolerance`` the export fails and nothing is written. ``quantize=int8`` (ONNX only)
-quantizes the verified fp32 graph with ONNX Runtime's dynamic quantizer. Every export is then loaded through the
-handler and compared with the fp32 eager model on real sentences (GLUE dev when the CoLA archive is found, else a
+fuses the verified fp32 graph and quantizes it with ONNX Runtime's own tools (8-bit block-wise MatMuls). Every
+export is then loaded through the handler and compared with the fp32 eager model on real sentences (GLUE dev when the CoLA archive is found, else a
 shipped sample): label agreement below ``min_agreement`` (default 0.97) refuses the export. Output::
 
     OUT/model.tar.gz              what SageMaker deploys (the files below at its root)
@@ -228,7 +228,7 @@ def export_model(
         raise ExportError(f"Unknown quantize={quantize!r}. Choose one of: {', '.join(QUANTIZE)}.")
     if quantize == "int8" and format != "onnx":
         raise ExportError(
-            f"quantize=int8 is offered for format=onnx only (ONNX Runtime's dynamic quantizer; see docs/serving.md "
+            f"quantize=int8 is offered for format=onnx only (ONNX Runtime's fusion and quantizers; see docs/serving.md "
             f"for why not {format}). Use: format=onnx quantize=int8."
         )
     if int8_matmul not in INT8_MATMUL:
