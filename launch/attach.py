@@ -14,7 +14,6 @@ on it directly. Also `python -m launch.attach JOB_NAME [DEST]` and, for any arti
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 from launch import console
 from launch.errors import JobFailed, NotFound, aws_errors, exit_on_error
 from launch.session import AwsContext, opt
+from launch.train import quiet_logs, write_record
 
 RUN_FILES = ("metrics.json", "config.yaml")
 
@@ -77,7 +77,7 @@ def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
     model_dir = download_model(ctx, model_data, dest)
     record = {"job_name": name, "status": status.lower(), "model_data": model_data, "run_dir": str(dest),
               "model_dir": str(model_dir), "region": ctx.region}  # fmt: skip
-    (dest / "sagemaker_job.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_record(record, dest)
     console.info(f"Run directory: {dest} (model/, metrics.json, config.yaml)")
     console.info(f"Next: python -m cola_bert.export model_dir={model_dir}   or   "
                  f"python -m cola_bert.predict --model-dir {model_dir} 'A sentence.'")  # fmt: skip
@@ -87,8 +87,6 @@ def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """`python -m launch.attach JOB_NAME [DEST]`: the same as `python -m launch.train attach=JOB_NAME`."""
     from omegaconf import OmegaConf
-
-    from launch.train import quiet_logs
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0].startswith("-"):

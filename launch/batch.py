@@ -26,13 +26,13 @@ from omegaconf import DictConfig
 from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
-from launch.deploy import check_name, serving_env
-from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error
-from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri, s3_uri
+from launch.errors import LaunchError, aws_errors, exit_on_error, lookup
+from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri
 
 MAX_PAYLOAD_MB = 100  # SageMaker: MaxPayloadInMB <= 100 and MaxPayloadInMB x MaxConcurrentTransforms <= 100
-TRANSFORM = {"content_type": "text/plain", "split_type": "Line", "strategy": "MultiRecord",
-             "assemble_with": "Line", "accept": "application/jsonlines"}  # fmt: skip
+# The request fields of the job (CreateTransformJob names): one JSON line answered per input line, in order.
+TRANSFORM = {"ContentType": "text/plain", "SplitType": "Line", "BatchStrategy": "MultiRecord",
+             "AssembleWith": "Line", "Accept": "application/jsonlines"}  # fmt: skip
 
 
 def check_input_file(path: Path, max_payload_mb: int) -> int:
@@ -90,18 +90,10 @@ def check_settings(cfg: DictConfig) -> None:
     if not str(opt(cfg, "output")).startswith("s3://"):
         raise LaunchError(f"output={opt(cfg, 'output')} must be an S3 prefix, e.g. output=s3://<bucket>/cola/batch/.")
     validate.bucket_name(parse_s3_uri(str(cfg.output))[0], setting="output")
-    role = str(opt(cfg.aws, "role") or "")
-    if role.startswith("arn:"):
-        validate.role_arn(role)
-    for key in ("job_name", "model_name"):
+    for key, operation, member in (("job_name", "CreateTransformJob", "TransformJobName"),
+                                   ("model_name", "CreateModel", "ModelName")):  # fmt: skip
         if opt(cfg, key):
-            check_name(str(opt(cfg, key)), key)
-
-
-def staging_uri(ctx: AwsContext, job: str, name: str, *, resolved: bool = False) -> str:
-    """Where a local input file is uploaded: s3://<bucket>/<prefix>/batch/<job>/input/<name>."""
-    bucket = ctx.bucket if resolved else (ctx.configured_bucket or f"sagemaker-{ctx.region}-<account>")
-    return s3_uri(str(bucket), ctx.prefix, "batch", job, "input", name)
+            validate.resource_name(str(cfg[key]), key, operation, member)
 
 
 def model_name_for(cfg: DictConfig, digest: str, image: images.Image, env: dict[str, str]) -> str:
@@ -114,12 +106,7 @@ def model_name_for(cfg: DictConfig, digest: str, image: images.Image, env: dict[
 
 def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Image, env: dict[str, str]) -> bool:
     """Create the Model unless it exists with the same archive and image; True when it was created."""
-    sm = ctx.session.sagemaker_client
-    try:
-        with aws_errors(f"looking up model {name}"):
-            existing = sm.describe_model(ModelName=name)
-    except NotFound:
-        existing = None
+    existing = lookup(ctx.session.sagemaker_client.describe_model, f"model {name}", ModelName=name)
     if existing:
         container = existing.get("PrimaryContainer") or {}
         if (container.get("ModelDataUrl"), container.get("Image")) != (model_data, image.uri):
@@ -130,20 +117,7 @@ def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Imag
             )
         info(f"Re-using model {name} (same archive and image)")
         return False
-    import_sagemaker()
-    from sagemaker.pytorch import PyTorchModel
-
-    model = PyTorchModel(
-        model_data=model_data,
-        role=ctx.role,
-        entry_point=None,  # the archive's own code/inference.py: no repack
-        image_uri=image.uri,
-        framework_version=image.framework_version,
-        py_version=image.py_version,
-        env=env,
-        name=name,
-        sagemaker_session=ctx.session,
-    )
+    model = images.pytorch_model(ctx, image, model_data, name, env)
     info(f"Creating model {name}")
     with aws_errors(f"creating model {name}"):
         model.create()
@@ -177,102 +151,71 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         raise LaunchError(f"input={data} does not exist (or is not a file): give a text file, one sentence per line.")
     lines = check_input_file(local_input, int(cfg.max_payload_mb)) if local_input else None
     ctx = connect(cfg.aws)
-    image = images.choose(ctx.region, str(cfg.instance_type), framework_version=opt(cfg, "framework_version"),
-                          py_version=opt(cfg, "py_version"), image_uri=opt(cfg, "image_uri"))  # fmt: skip
+    image = images.choose(ctx.region, str(cfg.instance_type), **{k: opt(cfg, k) for k in images.PINS})
     # The handler caps sentences per request (COLA_MAX_SENTENCES); a mini-batch holds up to max_payload_mb of
     # lines of at least 2 bytes each.
-    env = serving_env(cfg) | {"COLA_MAX_SENTENCES": str((int(cfg.max_payload_mb) << 20) // 2)}
-    import_sagemaker()
-    from sagemaker.utils import name_from_base
-
-    job = str(opt(cfg, "job_name") or name_from_base("cola-bert-batch"))
+    env = images.serving_env(cfg) | {"COLA_MAX_SENTENCES": str((int(cfg.max_payload_mb) << 20) // 2)}
+    job = str(opt(cfg, "job_name") or import_sagemaker().utils.name_from_base("cola-bert-batch"))
     output = str(cfg.output).rstrip("/")
     input_name = local_input.name if local_input else Path(parse_s3_uri(data)[1]).name
+    staged = ("batch", job, "input", input_name)  # where a local input file goes, under <bucket>/<prefix>/
+    output_file = f"{output}/{input_name or '<input file>'}.out"
     rows: dict[str, Any] = {
         "transform job": job,
         "model": model_name_for(cfg, artifact.digest, image, env) if artifact else "cola-bert-batch-<archive digest>",
         "image": f"{image.uri} ({image.reason})",
-        "model data": model_artifact.upload_uri(ctx, artifact) if artifact else source,
-        "input": f"{staging_uri(ctx, job, input_name)} ({lines} lines, uploaded from {local_input})"
-        if local_input
+        "model data": model_artifact.upload_uri(ctx, artifact, planned=True) if artifact else source,
+        "input": f"{ctx.s3_uri(*staged, planned=True)} ({lines} lines, uploaded from {local_input})" if local_input
         else data,
-        "output": f"{output}/{input_name or '<input file>'}.out",
-        "request": {"ContentType": TRANSFORM["content_type"], "SplitType": TRANSFORM["split_type"],
-                    "BatchStrategy": TRANSFORM["strategy"], "MaxPayloadInMB": cfg.max_payload_mb,
-                    "AssembleWith": TRANSFORM["assemble_with"], "Accept": TRANSFORM["accept"]},  # fmt: skip
-        "instances": f"{cfg.instance_count} x {cfg.instance_type}",
-        "environment": env,
-        **ctx.describe(),
+        "output": output_file, "request": {**TRANSFORM, "MaxPayloadInMB": cfg.max_payload_mb},
+        "instances": f"{cfg.instance_count} x {cfg.instance_type}", "environment": env, **ctx.describe(),
         "wait": bool(cfg.wait),
-    }
+    }  # fmt: skip
+    console.plan(f"Batch Transform {job}", rows, dry_run=bool(cfg.dry_run))
     if cfg.dry_run:
-        console.plan(f"Batch Transform {job}", rows, dry_run=True)
         return {"dry_run": True, "rows": rows, "job_name": job}
-    console.plan(f"Batch Transform {job}", rows)
     _ = ctx.role  # resolved (or refused) before anything is uploaded or created
     if artifact is None:
-        artifact = model_artifact.inspect_s3(ctx, source)
-        model_data = source
+        artifact, model_data = model_artifact.inspect_s3(ctx, source), source
     else:
         model_data = model_artifact.upload_once(ctx, artifact)
     model_name = model_name_for(cfg, str(artifact.digest), image, env)
     created = ensure_model(ctx, model_name, model_data, image, env)
+    input_uri = ctx.s3_uri(*staged) if local_input else data
     if local_input:
-        input_uri = staging_uri(ctx, job, local_input.name, resolved=True)
-        info(f"Uploading {local_input} ({lines} lines) to {input_uri}")
-        bucket, key = parse_s3_uri(input_uri)
-        with aws_errors(f"uploading {local_input} to {input_uri}"):
-            ctx.client("s3").upload_file(str(local_input), bucket, key)
-    else:
-        input_uri = data
+        ctx.upload(local_input, input_uri, str(local_input), announce=True)
     from sagemaker.transformer import Transformer
 
     transformer = Transformer(
-        model_name=model_name,
-        instance_count=int(cfg.instance_count),
-        instance_type=str(cfg.instance_type),
-        strategy=TRANSFORM["strategy"],
-        assemble_with=TRANSFORM["assemble_with"],
-        output_path=output,
-        accept=TRANSFORM["accept"],
-        max_concurrent_transforms=opt(cfg, "max_concurrent_transforms"),
-        max_payload=int(cfg.max_payload_mb),
-        env=env,
-        sagemaker_session=ctx.session,
-    )
+        model_name=model_name, instance_count=int(cfg.instance_count), instance_type=str(cfg.instance_type),
+        strategy=TRANSFORM["BatchStrategy"], assemble_with=TRANSFORM["AssembleWith"], output_path=output,
+        accept=TRANSFORM["Accept"], max_concurrent_transforms=opt(cfg, "max_concurrent_transforms"),
+        max_payload=int(cfg.max_payload_mb), env=env, sagemaker_session=ctx.session,
+    )  # fmt: skip
     info(f"Starting transform job {job}")
     with aws_errors(f"starting transform job {job}"):
-        transformer.transform(input_uri, data_type="S3Prefix", content_type=TRANSFORM["content_type"],
-                              split_type=TRANSFORM["split_type"], job_name=job, wait=False, logs=False)  # fmt: skip
+        transformer.transform(input_uri, data_type="S3Prefix", content_type=TRANSFORM["ContentType"],
+                              split_type=TRANSFORM["SplitType"], job_name=job, wait=False, logs=False)  # fmt: skip
     result: dict[str, Any] = {"dry_run": False, "job_name": job, "model_name": model_name, "model_created": created,
-                              "input": input_uri, "output": f"{output}/{input_name or '<input file>'}.out"}  # fmt: skip
-    logs = f"CloudWatch log group /aws/sagemaker/TransformJobs, streams {job}/*"
+                              "input": input_uri, "output": output_file}  # fmt: skip
     if not cfg.wait:
         info(f"Status: aws sagemaker describe-transform-job --transform-job-name {job} --region {ctx.region}")
         return result
+    logs = f"CloudWatch log group /aws/sagemaker/TransformJobs, streams {job}/*"
     info(f"Waiting for {job} ({logs})")
-    try:
-        with aws_errors(f"running transform job {job}"):
-            transformer.wait(logs=False)
-    except LaunchError as err:
-        raise type(err)(f"{err} Container logs: {logs}.") from None
-    finally:
-        console.out.print()  # the SDK's waiter prints progress marks without a newline
+    with console.sdk_waiter(), aws_errors(f"running transform job {job}", f" Container logs: {logs}."):
+        transformer.wait(logs=False)
     if not input_name:  # an s3:// prefix: one .out per input object
         info(f"Done: one <input file>.out per input file under {output}/ (aws s3 ls {output}/).")
         return result
     target_dir = Path(opt(cfg, "download_dir") or (local_input.parent if local_input else "."))
-    out_file = ctx.download(result["output"], target_dir)
-    result["summary"] = summarise(out_file, lines)
+    result["summary"] = summarise(ctx.download(output_file, target_dir), lines)
     return result
-
-
-cli = exit_on_error(execute)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="batch")
 def main(cfg: DictConfig) -> None:
-    cli(cfg)
+    exit_on_error(execute)(cfg)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cola_bert.archive import sha256_of
-from launch.errors import LaunchError, NotFound, aws_errors
-from launch.session import AwsContext, opt
+from launch.errors import LaunchError
+from launch.session import AwsContext, opt, s3_uri
 
 CHANNELS = ("train", "validation", "test")
-SHA256_METADATA = "sha256"  # x-amz-meta-sha256 on every uploaded channel file
 
 
 @dataclass
@@ -40,7 +39,8 @@ class PreparedData:
 def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
     """Write the channel files of `cfg.data` under `workdir/<channel>/<channel>.tsv`."""
     from cola_bert.archive import ArchiveError, ensure_cola
-    from cola_bert.data import DataFormatError, cola_splits, read_labelled_file, write_labelled_tsv
+    from cola_bert.data import DataFormatError, cola_splits, read_labelled_file
+    from cola_bert.data import write_labelled_tsv as write
 
     data = cfg.data
     num_labels = len(data.label_names)
@@ -78,7 +78,7 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
             if not examples:
                 continue
             path = Path(workdir) / channel / f"{channel}.tsv"
-            write_labelled_tsv(examples, path)
+            write(examples, path)
             files[channel], rows[channel] = path, len(examples)
     except (ArchiveError, DataFormatError, ValueError) as err:
         raise LaunchError(f"Cannot prepare the training data: {err}") from err
@@ -88,40 +88,18 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
     return PreparedData(files=files, rows=rows, digest=digest, source=source, sha256=sha)
 
 
-def channel_prefix(prefix: str, digest: str) -> str:
-    return "/".join(p for p in (prefix.strip("/"), "data", digest) if p)
-
-
 def channel_uris(bucket: str, prefix: str, prepared: PreparedData) -> dict[str, str]:
     """channel → `s3://bucket/<prefix>/data/<digest>/<channel>/` (the S3 prefix SageMaker copies from)."""
-    base = channel_prefix(prefix, prepared.digest)
-    return {channel: f"s3://{bucket}/{base}/{channel}/" for channel in prepared.files}
-
-
-def _object_matches(s3: Any, bucket: str, key: str, size: int, sha256: str) -> bool:
-    try:
-        with aws_errors(f"checking s3://{bucket}/{key}"):
-            head = s3.head_object(Bucket=bucket, Key=key)
-    except NotFound:
-        return False
-    return head.get("ContentLength") == size and (head.get("Metadata") or {}).get(SHA256_METADATA) == sha256
+    return {channel: s3_uri(bucket, prefix, "data", prepared.digest, channel) + "/" for channel in prepared.files}
 
 
 def upload(ctx: AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dict[str, str]]:
     """Upload the channel files unless already there. Returns (channel → S3 prefix URI, channel → what happened)."""
-    bucket, base = ctx.bucket, channel_prefix(ctx.prefix, prepared.digest)
-    s3 = ctx.client("s3")
-    actions: dict[str, str] = {}
+    uris, actions = channel_uris(ctx.bucket, ctx.prefix, prepared), {}
     for channel, path in prepared.files.items():
-        key = f"{base}/{channel}/{path.name}"
-        size, sha = path.stat().st_size, prepared.sha256[channel]
-        if _object_matches(s3, bucket, key, size, sha):
-            actions[channel] = "already in S3, not uploaded again"
-            continue
-        with aws_errors(f"uploading the {channel} data to s3://{bucket}/{key}"):
-            s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {SHA256_METADATA: sha}})
-        actions[channel] = f"uploaded ({size / 1024:.0f} KiB)"
-    return channel_uris(bucket, ctx.prefix, prepared), actions
+        sent = ctx.upload(path, uris[channel] + path.name, f"the {channel} data", sha256=prepared.sha256[channel])
+        actions[channel] = f"uploaded ({path.stat().st_size / 1024:.0f} KiB)" if sent else "already in S3, not uploaded again"
+    return uris, actions
 
 
 def given_inputs(inputs: Any) -> dict[str, str] | None:

@@ -6,8 +6,9 @@ ARNs and commands stay copy-pasteable.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -55,8 +56,14 @@ def plan(title: str, rows: Mapping[str, Any], *, dry_run: bool = False) -> None:
         out.print(f"[magenta]{DRY_RUN_FOOTER}[/]")
 
 
-def dry_run(title: str, rows: Mapping[str, Any]) -> None:
-    plan(title, rows, dry_run=True)
+@contextlib.contextmanager
+def sdk_waiter(waiting: bool = True) -> Iterator[None]:
+    """Around an SDK call that waits: its waiter prints progress marks without a trailing newline."""
+    try:
+        yield
+    finally:
+        if waiting:
+            out.print()
 
 
 def table(title: str, columns: list[str], rows: list[list[str]]) -> None:

@@ -13,26 +13,22 @@ runs the archive's own code/inference.py (SAGEMAKER_PROGRAM, no entry_point), so
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
-from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error
+from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error, lookup
 from launch.model_artifact import Artifact
 from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri
 
-SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
-NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
 EI_REFUSAL = (
     "deploy=elastic_inference is refused: Elastic Inference no longer exists. AWS stopped it for new customers on "
     "2023-04-15 and now documents it as no longer available; botocore documents the endpoint config's "
@@ -48,25 +44,8 @@ EI_REFUSAL = (
 )
 
 
-def check_name(value: str, key: str) -> str:
-    """SageMaker resource names: up to 63 letters, digits and hyphens, starting and ending alphanumeric."""
-    if not NAME_RE.match(value):
-        raise LaunchError(
-            f"{key}={value!r} is not a valid SageMaker name: up to 63 characters, letters, digits and hyphens, "
-            "starting and ending with a letter or digit."
-        )
-    return value
-
-
-def serving_env(node: DictConfig) -> dict[str, str]:
-    """`<node>.env` plus what makes the container run the archive's own code/inference.py."""
-    raw = OmegaConf.to_container(node.env, resolve=True) if isinstance(node.get("env"), DictConfig) else {}
-    return {str(k): str(v) for k, v in (raw or {}).items()} | SERVING_ENV
-
-
-def refuse_elastic_inference(node: DictConfig) -> None:
-    if opt(node, "mode") == "elastic_inference" or opt(node, "accelerator_type"):
-        raise LaunchError(EI_REFUSAL)
+def endpoint_name(value: str, setting: str) -> str:
+    return validate.resource_name(value, setting, "CreateEndpoint", "EndpointName")
 
 
 @dataclass
@@ -74,17 +53,21 @@ class Plan:
     """Everything about a deployment decided before any AWS call."""
 
     endpoint_name: str
-    mode: str  # realtime | serverless
     image: images.Image
     env: dict[str, str]
     source_kind: str  # local | s3 | training_job
     source: str
-    instance_type: str | None = None
-    instance_count: int | None = None
-    serverless: dict[str, int] | None = None
-    workers: int | None = None
+    instance_type: str | None  # None: serverless
+    instance_count: int | None
+    serverless: dict[str, int] | None
+    workers: int | None
     artifact: Artifact | None = None
     notes: list[str] = field(default_factory=list)
+
+    def set_artifact(self, artifact: Artifact | None) -> None:
+        self.artifact = artifact
+        note = images.compatibility_note(artifact.manifest, self.image.framework_version) if artifact else None
+        self.notes += [note] if note else []
 
     def rows(self, cfg: DictConfig, ctx: AwsContext) -> dict[str, Any]:
         rows: dict[str, Any] = {
@@ -96,25 +79,25 @@ class Plan:
         if self.artifact:
             rows["archive"] = self.artifact.summary()
             if self.artifact.local:
-                rows["model data"] = model_artifact.upload_uri(ctx, self.artifact) + " (uploaded once per sha256)"
+                uri = model_artifact.upload_uri(ctx, self.artifact, planned=True)
+                rows["model data"] = f"{uri} (uploaded once per sha256)"
         if self.serverless:
             rows["serverless"] = self.serverless
         else:
             rows["instances"] = f"{self.instance_count} x {self.instance_type}"
-        rows["environment"] = self.env
-        rows.update(ctx.describe())
         smoke = cfg.get("smoke_test") or {}
-        rows["wait"] = bool(cfg.get("wait", True))
-        rows["smoke test"] = list(smoke.get("sentences") or []) if smoke.get("enabled", True) else "off"
+        rows |= {"environment": self.env, **ctx.describe(), "wait": bool(cfg.get("wait", True)),
+                 "smoke test": list(smoke.get("sentences") or []) if smoke.get("enabled", True) else "off"}  # fmt: skip
         if self.notes:
             rows["notes"] = " ".join(self.notes)
         return rows
 
 
-def check_settings(cfg: DictConfig) -> str:
-    """The deploy node, names and role, checked locally (the bucket name is checked by AwsContext)."""
+def check_settings(cfg: DictConfig) -> tuple[str, str]:
+    """The deploy node and names checked locally (aws.* by AwsContext); returns (source kind, source)."""
     d = cfg.deploy
-    refuse_elastic_inference(d)
+    if opt(d, "mode") == "elastic_inference" or opt(d, "accelerator_type"):
+        raise LaunchError(EI_REFUSAL)  # before anything else
     mode = opt(d, "mode")
     if mode not in ("realtime", "serverless"):
         raise LaunchError(f"deploy.mode={mode!r} is not realtime or serverless; choose deploy=cpu|gpu|serverless.")
@@ -132,17 +115,11 @@ def check_settings(cfg: DictConfig) -> str:
         count = opt(d, "initial_instance_count")
         if not isinstance(count, int) or count < 1:
             raise LaunchError(f"deploy.initial_instance_count={count} must be a positive integer.")
-    role = str(opt(cfg.aws, "role") or "")
-    if role.startswith("arn:"):
-        validate.role_arn(role)
-    for key in ("endpoint_name", "training_job"):
-        if opt(cfg, key):
-            check_name(str(opt(cfg, key)), key)
-    check_name(str(opt(d, "base_name") or "cola-bert"), "deploy.base_name")
-    return mode
-
-
-def source_of(cfg: DictConfig) -> tuple[str, str]:
+    if opt(cfg, "endpoint_name"):
+        endpoint_name(str(cfg.endpoint_name), "endpoint_name")
+    if opt(cfg, "training_job"):
+        validate.resource_name(str(cfg.training_job), "training_job")
+    endpoint_name(str(opt(d, "base_name") or "cola-bert"), "deploy.base_name")
     model_data, job = opt(cfg, "model_data"), opt(cfg, "training_job")
     if bool(model_data) == bool(job):
         raise LaunchError(
@@ -151,162 +128,108 @@ def source_of(cfg: DictConfig) -> tuple[str, str]:
         )
     if job:
         return "training_job", str(job)
-    model_data = str(model_data)
-    return ("s3", model_data) if model_data.startswith("s3://") else ("local", model_data)
+    if str(model_data).startswith("s3://"):
+        parse_s3_uri(str(model_data))
+        return "s3", str(model_data)
+    return "local", str(model_data)
 
 
-def make_plan(cfg: DictConfig, ctx: AwsContext, mode: str, kind: str, source: str, artifact: Artifact | None) -> Plan:
+def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
     d = cfg.deploy
-    instance_type = None if mode == "serverless" else str(opt(d, "instance_type"))
-    image = images.choose(
-        ctx.region,
-        instance_type,
-        framework_version=opt(d, "framework_version"),
-        py_version=opt(d, "py_version"),
-        image_uri=opt(d, "image_uri"),
-    )
-    name = opt(cfg, "endpoint_name")
-    if not name:
-        import_sagemaker()
-        from sagemaker.utils import name_from_base
-
-        name = name_from_base(str(opt(d, "base_name") or "cola-bert"), max_length=63)
+    instance_type = None if opt(d, "mode") == "serverless" else str(opt(d, "instance_type"))
+    image = images.choose(ctx.region, instance_type, **{k: opt(d, k) for k in images.PINS})
+    name = opt(cfg, "endpoint_name") or import_sagemaker().utils.name_from_base(
+        str(opt(d, "base_name") or "cola-bert"), max_length=63)  # fmt: skip
     workers = opt(d, "model_server_workers")
     plan = Plan(
-        endpoint_name=str(name),
-        mode=mode,
-        image=image,
-        env=serving_env(d),
-        source_kind=kind,
-        source=source,
-        instance_type=instance_type,
-        instance_count=None if instance_type is None else int(opt(d, "initial_instance_count")),
-        serverless=None
-        if instance_type
-        else {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")},
-        workers=int(workers) if workers else None,
-    )
-    set_artifact(plan, artifact)
+        str(name), image, images.serving_env(d), kind, source, instance_type,
+        None if instance_type is None else int(opt(d, "initial_instance_count")),
+        None if instance_type else {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")},
+        int(workers) if workers else None,
+    )  # fmt: skip
+    plan.set_artifact(model_artifact.inspect_local(source) if kind == "local" else None)
     return plan
-
-
-def set_artifact(plan: Plan, artifact: Artifact | None) -> None:
-    plan.artifact = artifact
-    note = images.compatibility_note(artifact.manifest, plan.image.framework_version) if artifact else None
-    plan.notes += [note] if note else []
 
 
 def deploy_model(ctx: AwsContext, plan: Plan, model_data: str, *, wait: bool) -> None:
     """PyTorchModel(...).deploy(...): CreateModel, CreateEndpointConfig, CreateEndpoint (and wait for InService)."""
-    import_sagemaker()
-    from sagemaker.pytorch import PyTorchModel
-    from sagemaker.serverless import ServerlessInferenceConfig
-
-    model = PyTorchModel(
-        model_data=model_data,
-        role=ctx.role,
-        entry_point=None,  # the archive's own code/inference.py (SAGEMAKER_PROGRAM): no repack
-        image_uri=plan.image.uri,
-        framework_version=plan.image.framework_version,
-        py_version=plan.image.py_version,
-        env=plan.env,
-        name=plan.endpoint_name,
-        model_server_workers=plan.workers,
-        sagemaker_session=ctx.session,
-    )
+    model = images.pytorch_model(ctx, plan.image, model_data, plan.endpoint_name, plan.env, plan.workers)
     kwargs: dict[str, Any] = {"endpoint_name": plan.endpoint_name, "wait": wait}
     if plan.serverless:
+        from sagemaker.serverless import ServerlessInferenceConfig
+
         kwargs["serverless_inference_config"] = ServerlessInferenceConfig(
-            memory_size_in_mb=plan.serverless["MemorySizeInMB"], max_concurrency=plan.serverless["MaxConcurrency"]
-        )
+            memory_size_in_mb=plan.serverless["MemorySizeInMB"], max_concurrency=plan.serverless["MaxConcurrency"])
     else:
         kwargs.update(instance_type=plan.instance_type, initial_instance_count=plan.instance_count)
     info(f"Creating model, endpoint config and endpoint {plan.endpoint_name}" + (" (waiting)" if wait else ""))
-    try:
-        with aws_errors(f"deploying endpoint {plan.endpoint_name}"):
-            model.deploy(**kwargs)
-    except LaunchError as err:
-        raise type(err)(
-            f"{err} Container logs: CloudWatch log group /aws/sagemaker/Endpoints/{plan.endpoint_name}. Remove what "
-            f"was created with: python -m launch.deploy action=delete endpoint_name={plan.endpoint_name} "
-            f"aws.region={ctx.region}"
-        ) from None
-    finally:
-        if wait:  # the SDK's waiter prints progress marks without a trailing newline
-            console.out.print()
+    hint = (f" Container logs: CloudWatch log group /aws/sagemaker/Endpoints/{plan.endpoint_name}. Remove what was "
+            f"created with: python -m launch.deploy action=delete endpoint_name={plan.endpoint_name} "
+            f"aws.region={ctx.region}")  # fmt: skip
+    with console.sdk_waiter(wait), aws_errors(f"deploying endpoint {plan.endpoint_name}", hint):
+        model.deploy(**kwargs)
 
 
-def smoke_test(ctx: AwsContext, endpoint_name: str, sentences: list[str], request_key: str) -> list[dict]:
+def smoke_test(ctx: AwsContext, name: str, sentences: list[str], request_key: str) -> list[dict]:
     """One JSON request through a sagemaker Predictor; prints and returns the handler's answer per sentence."""
     import_sagemaker()
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.predictor import Predictor
     from sagemaker.serializers import JSONSerializer
 
-    predictor = Predictor(
-        endpoint_name, sagemaker_session=ctx.session, serializer=JSONSerializer(), deserializer=JSONDeserializer()
-    )
-
-    def failed(detail: str) -> LaunchError:
-        return LaunchError(
-            f"The endpoint {endpoint_name} is InService but the test request failed: {detail} Container logs: "
-            f"CloudWatch log group /aws/sagemaker/Endpoints/{endpoint_name}. It keeps running (and billing) until "
-            f"you delete it: python -m launch.deploy action=delete endpoint_name={endpoint_name}"
-        )
-
+    predictor = Predictor(name, sagemaker_session=ctx.session, serializer=JSONSerializer(),
+                          deserializer=JSONDeserializer())  # fmt: skip
+    detail = ""
     try:
-        with aws_errors(f"invoking endpoint {endpoint_name}"):
+        with aws_errors(f"invoking endpoint {name}"):
             answer = predictor.predict({request_key: sentences})
+        if not isinstance(answer, list) or len(answer) != len(sentences) or not all(isinstance(a, dict) for a in answer):
+            detail = f"expected one JSON object per sentence, got {str(answer)[:300]}."
     except LaunchError as err:
-        raise failed(str(err)) from None
+        detail = str(err)
     except ValueError as err:  # the JSON deserializer
-        raise failed(f"the answer is not JSON ({err}).") from None
-    if not isinstance(answer, list) or len(answer) != len(sentences) or not all(isinstance(a, dict) for a in answer):
-        raise failed(f"expected one JSON object per sentence, got {str(answer)[:300]}.")
+        detail = f"the answer is not JSON ({err})."
+    if detail:
+        raise LaunchError(
+            f"The endpoint {name} is InService but the test request failed: {detail} Container logs: CloudWatch log "
+            f"group /aws/sagemaker/Endpoints/{name}. It keeps running (and billing) until you delete it: python -m "
+            f"launch.deploy action=delete endpoint_name={name}"
+        )
     console.out.print("[bold]Test request[/]")
     for sentence, row in zip(sentences, answer):
         info(f"  {sentence!r}: label={row.get('label')} ({row.get('label_name')}) score={row.get('score', 0):.3f}")
     return answer
 
 
-def _exists(call, what: str, **kwargs) -> dict | None:
-    """A Describe* answer, or None when the resource does not exist."""
-    try:
-        with aws_errors(f"looking up {what}"):
-            return call(**kwargs)
-    except NotFound:
-        return None
-
-
-def delete(ctx: AwsContext, endpoint_name: str | None, model_name: str | None) -> dict[str, Any]:
+def delete(ctx: AwsContext, endpoint: str | None, model_name: str | None) -> dict[str, Any]:
     """Delete an endpoint, its endpoint config and its models — or, after a deploy that failed half-way, the config
     and model this launcher created under the endpoint's name. `model_name` alone deletes one model (batch)."""
     sm = ctx.session.sagemaker_client
     deleted: dict[str, Any] = {"endpoint": None, "endpoint_config": None, "models": []}
     models = [model_name] if model_name else []
-    if endpoint_name:
-        endpoint = _exists(sm.describe_endpoint, f"endpoint {endpoint_name}", EndpointName=endpoint_name)
-        config_name = endpoint["EndpointConfigName"] if endpoint else endpoint_name
-        config = _exists(sm.describe_endpoint_config, f"endpoint config {config_name}", EndpointConfigName=config_name)
+    if endpoint:
+        described = lookup(sm.describe_endpoint, f"endpoint {endpoint}", EndpointName=endpoint)
+        config_name = described["EndpointConfigName"] if described else endpoint
+        config = lookup(sm.describe_endpoint_config, f"endpoint config {config_name}", EndpointConfigName=config_name)
         variants = (config or {}).get("ProductionVariants", []) + (config or {}).get("ShadowProductionVariants", [])
-        models = list(dict.fromkeys([v["ModelName"] for v in variants] or [endpoint_name]))
-        with aws_errors(f"deleting {endpoint_name}"):
-            if endpoint:
-                sm.delete_endpoint(EndpointName=endpoint_name)
-                deleted["endpoint"] = endpoint_name
-                info(f"Deleted endpoint {endpoint_name}")
+        models = list(dict.fromkeys([v["ModelName"] for v in variants] or [endpoint]))
+        with aws_errors(f"deleting {endpoint}"):
+            if described:
+                sm.delete_endpoint(EndpointName=endpoint)
+                deleted["endpoint"] = endpoint
+                info(f"Deleted endpoint {endpoint}")
             if config:
                 sm.delete_endpoint_config(EndpointConfigName=config_name)
                 deleted["endpoint_config"] = config_name
                 info(f"Deleted endpoint config {config_name}")
     for name in models:
-        if _exists(sm.describe_model, f"model {name}", ModelName=name):
+        if lookup(sm.describe_model, f"model {name}", ModelName=name):
             with aws_errors(f"deleting model {name}"):
                 sm.delete_model(ModelName=name)
             deleted["models"].append(name)
             info(f"Deleted model {name}")
     if not any(deleted.values()):
-        what = f"endpoint, endpoint config or model named {endpoint_name!r}" if endpoint_name else f"model {model_name!r}"
+        what = f"endpoint, endpoint config or model named {endpoint!r}" if endpoint else f"model {model_name!r}"
         raise NotFound(
             f"No {what} exists in {ctx.region}; nothing to delete. List them with `aws sagemaker list-endpoints` "
             "or `aws sagemaker list-models`, or pass aws.region=<region>."
@@ -315,28 +238,23 @@ def delete(ctx: AwsContext, endpoint_name: str | None, model_name: str | None) -
 
 
 def run_deploy(cfg: DictConfig) -> dict[str, Any]:
-    mode = check_settings(cfg)  # EI is refused here, before anything else
-    kind, source = source_of(cfg)
+    kind, source = check_settings(cfg)
     dry, wait = bool(cfg.get("dry_run")), bool(cfg.get("wait", True))
-    artifact = model_artifact.inspect_local(source) if kind == "local" else None
+    ctx = connect(cfg.aws)  # no AWS call
+    plan = make_plan(cfg, ctx, kind, source)
     if kind == "s3":
-        parse_s3_uri(source)
-    ctx = connect(cfg.aws)  # no AWS call; checks aws.bucket's name
-    plan = make_plan(cfg, ctx, mode, kind, source, artifact)
-    result: dict[str, Any] = {"plan": plan, "dry_run": dry}
-    if dry:
-        if kind == "s3":
+        if dry:
             plan.notes.append("The s3:// archive's manifest.json is read at run time (an AWS call).")
-        result["rows"] = plan.rows(cfg, ctx)
-        console.plan(f"Deploy {plan.endpoint_name}", result["rows"], dry_run=True)
+        else:
+            plan.set_artifact(model_artifact.inspect_s3(ctx, source))
+    result: dict[str, Any] = {"plan": plan, "dry_run": dry, "rows": plan.rows(cfg, ctx)}
+    console.plan(f"Deploy {plan.endpoint_name}", result["rows"], dry_run=dry)
+    if dry:
         return result
-    if kind == "s3":
-        set_artifact(plan, model_artifact.inspect_s3(ctx, source))
-    console.plan(f"Deploy {plan.endpoint_name}", plan.rows(cfg, ctx))
     _ = ctx.role  # resolved (or refused) before anything is uploaded or created
     with tempfile.TemporaryDirectory(prefix="cola-deploy-") as tmp:
         if kind == "training_job":
-            set_artifact(plan, model_artifact.export_training_job(ctx, source, Path(tmp)))
+            plan.set_artifact(model_artifact.export_training_job(ctx, source, Path(tmp)))
         art = plan.artifact
         model_data = model_artifact.upload_once(ctx, art) if art and art.local else source
         deploy_model(ctx, plan, model_data, wait=wait)
@@ -349,12 +267,9 @@ def run_deploy(cfg: DictConfig) -> dict[str, Any]:
     elif not wait:
         info(f"Status: aws sagemaker describe-endpoint --endpoint-name {plan.endpoint_name} --region {ctx.region}")
     billed = "per request (nothing while idle)" if plan.serverless else (
-        f"per hour for {plan.instance_count} x {plan.instance_type} until deleted"
-    )
-    info(
-        f"The endpoint is billed {billed}. Delete it with: python -m launch.deploy action=delete "
-        f"endpoint_name={plan.endpoint_name} aws.region={ctx.region}"
-    )
+        f"per hour for {plan.instance_count} x {plan.instance_type} until deleted")  # fmt: skip
+    info(f"The endpoint is billed {billed}. Delete it with: python -m launch.deploy action=delete "
+         f"endpoint_name={plan.endpoint_name} aws.region={ctx.region}")  # fmt: skip
     return result
 
 
@@ -362,18 +277,14 @@ def run_delete(cfg: DictConfig) -> dict[str, Any]:
     endpoint, model = opt(cfg, "endpoint_name"), opt(cfg, "model_name")
     if not endpoint and not model:
         raise LaunchError("action=delete needs endpoint_name=<name> or model_name=<name> (aws sagemaker list-*).")
-    for key, value in (("endpoint_name", endpoint), ("model_name", model)):
-        if value:
-            check_name(str(value), key)
+    if endpoint:
+        endpoint_name(str(endpoint), "endpoint_name")
+    if model:
+        validate.resource_name(str(model), "model_name", "CreateModel", "ModelName")
     ctx = connect(cfg.aws)
     if cfg.get("dry_run"):
-        rows = {
-            "endpoint": endpoint or "-",
-            "model": model or "-",
-            "deletes": "the endpoint, its endpoint config and its models (or the config and model of that name "
-            "left by a failed deploy)",
-            **ctx.describe(),
-        }
+        rows = {"endpoint": endpoint or "-", "model": model or "-", "deletes": "the endpoint, its endpoint config and "
+                "its models (or the config and model of that name left by a failed deploy)", **ctx.describe()}
         console.plan("Delete", rows, dry_run=True)
         return {"dry_run": True, "rows": rows}
     deleted = delete(ctx, endpoint and str(endpoint), model and str(model))
@@ -384,19 +295,14 @@ def run_delete(cfg: DictConfig) -> dict[str, Any]:
 def execute(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured action; problems raise LaunchError (one paragraph)."""
     action = str(cfg.get("action") or "deploy")
-    if action == "deploy":
-        return run_deploy(cfg)
-    if action == "delete":
-        return run_delete(cfg)
-    raise LaunchError(f"action={action} is not one of deploy, delete.")
-
-
-cli = exit_on_error(execute)
+    if action not in ("deploy", "delete"):
+        raise LaunchError(f"action={action} is not one of deploy, delete.")
+    return run_deploy(cfg) if action == "deploy" else run_delete(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="deploy")
 def main(cfg: DictConfig) -> None:
-    cli(cfg)
+    exit_on_error(execute)(cfg)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 - `LaunchError`: a problem the user can fix, one paragraph, printed without a traceback (exit status 2).
   `NotFound` (a LaunchError) marks "that resource does not exist", so callers can treat "already gone" as success
-  without looking inside botocore exceptions.
+  without looking inside botocore exceptions (`lookup`: a Describe*/HeadObject answer, or None).
 - `aws_errors(what)`: context manager (and decorator) turning botocore / boto3 / SDK exceptions into LaunchErrors;
   `what` ("uploading the model") is woven into the message. Anything else passes through unchanged: it is a bug.
 - `exit_on_error(main)`: for CLI entry points; prints the paragraph and exits.
@@ -158,17 +158,25 @@ def _raised_by_sagemaker(err: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def aws_errors(what: str | None = None) -> Iterator[None]:
-    """botocore / SDK errors raised inside leave as one-paragraph LaunchErrors (NotFound for missing resources)."""
+def aws_errors(what: str | None = None, hint: str = "") -> Iterator[None]:
+    """botocore / SDK errors raised inside leave as one-paragraph LaunchErrors (NotFound for missing resources);
+    `hint` is appended to every LaunchError that leaves (where to look next, how to clean up)."""
     try:
         yield
-    except LaunchError:
-        raise
     except Exception as err:
         converted = to_launch_error(err, what)
-        if converted is None:
+        if converted is None or (converted is err and not hint):
             raise
-        raise converted from err
+        raise (type(converted)(f"{converted}{hint}") if hint else converted) from err
+
+
+def lookup(call: Callable[..., Any], what: str, **kwargs: Any) -> Any:
+    """`call(**kwargs)` (a Describe* or HeadObject), or None when the resource does not exist."""
+    try:
+        with aws_errors(f"looking up {what}"):
+            return call(**kwargs)
+    except NotFound:
+        return None
 
 
 def exit_on_error(func: F) -> F:

@@ -10,7 +10,6 @@ import functools
 import inspect
 import json
 import logging
-import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,28 +18,23 @@ from launch import source_dir, validate
 from launch.errors import LaunchError, aws_errors
 from launch.session import import_sagemaker, opt
 
-JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"  # as printed by the training script
 
 # `sagemaker.*` keys used by the launcher itself rather than passed to the estimator.
 LAUNCHER_KEYS = ("inputs", "wait", "logs", "job_name")
+_STAGED = "the launcher stages cola_bert/, conf/ and requirements.txt"
+_OVERRIDES = "training overrides on the command line become the job's hyperparameters"
 # Estimator arguments the launcher sets itself, and where the user's setting goes instead.
 MANAGED = {
-    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py",
-    "source_dir": "the launcher stages cola_bert/, conf/ and requirements.txt",
-    "dependencies": "the launcher stages cola_bert/, conf/ and requirements.txt",
-    "git_config": "the code comes from this checkout",
-    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py",
-    "container_arguments": "training overrides on the command line become the job's hyperparameters",
-    "training_recipe": "recipes are not used",
-    "recipe_overrides": "recipes are not used",
-    "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
-    "hyperparameters": "training overrides on the command line become the job's hyperparameters",
+    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py", "source_dir": _STAGED, "dependencies": _STAGED,
+    "git_config": "the code comes from this checkout", "training_recipe": "recipes are not used",
+    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py", "container_arguments": _OVERRIDES,
+    "recipe_overrides": "recipes are not used", "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
+    "hyperparameters": _OVERRIDES, "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
     "metric_definitions": "they match what the training script prints (launch.train.metric_definitions)",
-    "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
     "instance_groups": "use instance_type and instance_count",
     "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
-}
+}  # fmt: skip
 NETWORK_ISOLATION_MESSAGE = (
     "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
     "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "
@@ -137,9 +131,8 @@ def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
 
 def logs_setting(value: Any) -> str:
     """`sagemaker.logs`: All | None (also true/false/null) → what Estimator.fit(logs=...) takes."""
-    text = {None: "None", False: "None", True: "All"}.get(value, str(value)) if not isinstance(value, str) else value
-    text = {"true": "All", "all": "All", "false": "None", "none": "None", "null": "None"}.get(text.lower(), text)
-    if text not in ("All", "None"):
+    text = {"true": "All", "all": "All", "false": "None", "none": "None", "null": "None"}.get(str(value).lower())
+    if text is None:
         raise LaunchError(f"sagemaker.logs={value} must be All (stream the job's log while waiting) or None.")
     return text
 
@@ -170,16 +163,10 @@ def resolve_image_uri(settings: dict[str, Any], region: str) -> str:
 def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
     fixed = opt(sm_cfg, "job_name")
     if fixed:
-        name = str(fixed) if job_num is None else f"{fixed}-{job_num}"
-    else:
-        base = str(opt(sm_cfg, "base_job_name", "cola-bert"))
-        name = import_sagemaker().utils.name_from_base(base if job_num is None else f"{base}-{job_num}")
-    if not JOB_NAME_RE.match(name):
-        raise LaunchError(
-            f"{name!r} is not a valid SageMaker job name: letters, digits and hyphens, starting with a letter or "
-            "digit, at most 63 characters (sagemaker.base_job_name / sagemaker.job_name)."
-        )
-    return name
+        return validate.resource_name(str(fixed) if job_num is None else f"{fixed}-{job_num}", "sagemaker.job_name")
+    base = str(opt(sm_cfg, "base_job_name", "cola-bert"))
+    name = import_sagemaker().utils.name_from_base(base if job_num is None else f"{base}-{job_num}")
+    return validate.resource_name(name, "sagemaker.base_job_name (with its timestamp)")
 
 
 def build_estimator(kwargs: dict[str, Any]):

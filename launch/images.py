@@ -9,10 +9,14 @@ here with torch 2.13 was measured to load and serve under it with probabilities 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from launch.errors import LaunchError
 from launch.session import import_sagemaker
 
+PINS = ("framework_version", "py_version", "image_uri")  # the image settings of the deploy / batch configs
+# The container runs the archive's own code/inference.py (no entry_point, no repack).
+SERVING_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
 # What was measured (sagemaker-contract.md): which export formats are known to load in an older container torch.
 VERIFIED_OLDER_TORCH = {
     "torchscript": "a TorchScript archive exported with torch 2.13 was measured to load and serve under the torch "
@@ -63,14 +67,8 @@ def available_versions(region: str, instance_type: str | None = None) -> dict[st
     return dict(sorted(out.items(), key=lambda kv: Version(kv[0])))
 
 
-def choose(
-    region: str,
-    instance_type: str | None,
-    *,
-    framework_version: str | None = None,
-    py_version: str | None = None,
-    image_uri: str | None = None,
-) -> Image:
+def choose(region: str, instance_type: str | None, *, framework_version: str | None = None,
+           py_version: str | None = None, image_uri: str | None = None) -> Image:  # fmt: skip
     """The serving image: `image_uri` as given, else the pinned `framework_version`, else the newest offered.
 
     `instance_type=None` means serverless (CPU). An unsupported combination → LaunchError listing the SDK's versions.
@@ -92,19 +90,12 @@ def choose(
     if py is None and versions.get(fv):
         py = versions[fv][-1]
     sm = import_sagemaker()
-    from sagemaker import image_uris
     from sagemaker.serverless import ServerlessInferenceConfig
 
     try:
-        uri = image_uris.retrieve(
-            "pytorch",
-            region,
-            version=fv,
-            py_version=py,
-            instance_type=instance_type,
-            image_scope="inference",
-            serverless_inference_config=None if instance_type else ServerlessInferenceConfig(),
-        )
+        uri = sm.image_uris.retrieve("pytorch", region, version=fv, py_version=py, instance_type=instance_type,
+                                     image_scope="inference",
+                                     serverless_inference_config=None if instance_type else ServerlessInferenceConfig())
     except ValueError as err:
         offered = ", ".join(f"{v} ({'/'.join(p)})" for v, p in versions.items())
         raise LaunchError(
@@ -113,6 +104,25 @@ def choose(
             f"{offered}. Pin one of them, or leave framework_version and py_version null for the newest."
         ) from None
     return Image(uri, fv, py, reason)
+
+
+def serving_env(node: Any) -> dict[str, str]:
+    """`<node>.env` plus what makes the container run the archive's own code/inference.py."""
+    from omegaconf import DictConfig, OmegaConf
+
+    raw = OmegaConf.to_container(node.env, resolve=True) if isinstance(node.get("env"), DictConfig) else {}
+    return {str(k): str(v) for k, v in (raw or {}).items()} | SERVING_ENV
+
+
+def pytorch_model(ctx: Any, image: Image, model_data: str, name: str, env: dict[str, str], workers: int | None = None):
+    """The SDK's PyTorchModel for an exported archive. No entry_point: the container runs the archive's own
+    code/inference.py (SAGEMAKER_PROGRAM in `env`), so the SDK never repacks the archive."""
+    import_sagemaker()
+    from sagemaker.pytorch import PyTorchModel
+
+    return PyTorchModel(model_data=model_data, role=ctx.role, entry_point=None, image_uri=image.uri,
+                        framework_version=image.framework_version, py_version=image.py_version, env=env, name=name,
+                        model_server_workers=workers, sagemaker_session=ctx.session)  # fmt: skip
 
 
 def compatibility_note(manifest: dict | None, framework_version: str) -> str | None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from launch.console import info
-from launch.errors import LaunchError, NotFound, aws_errors
-from launch.session import AwsContext, parse_s3_uri, s3_uri
+from launch.errors import LaunchError, aws_errors
+from launch.session import AwsContext, parse_s3_uri
 
 ENTRY_POINT = "code/inference.py"
 MANIFEST = "manifest.json"
@@ -107,30 +107,16 @@ def inspect_s3(ctx: AwsContext, uri: str, head_bytes: int = S3_MANIFEST_BYTES) -
     return artifact
 
 
-def upload_uri(ctx: AwsContext, artifact: Artifact, bucket: str | None = None) -> str:
-    """Where a local archive goes: s3://<bucket>/<prefix>/models/<sha256>/model.tar.gz (the bucket unresolved in
-    plans when aws.bucket is not set)."""
-    bucket = bucket or ctx.configured_bucket or f"sagemaker-{ctx.region}-<account>"
-    return s3_uri(str(bucket), ctx.prefix, "models", str(artifact.digest), "model.tar.gz")
+def upload_uri(ctx: AwsContext, artifact: Artifact, *, planned: bool = False) -> str:
+    """Where a local archive goes: s3://<bucket>/<prefix>/models/<sha256>/model.tar.gz."""
+    return ctx.s3_uri("models", str(artifact.digest), "model.tar.gz", planned=planned)
 
 
 def upload_once(ctx: AwsContext, artifact: Artifact) -> str:
     """Upload a local archive to `upload_uri` unless an object of the same sha256 and size is already there."""
-    assert artifact.local and artifact.digest
-    uri = upload_uri(ctx, artifact, ctx.bucket)
-    bucket, key = parse_s3_uri(uri)
-    s3 = ctx.client("s3")
-    try:
-        with aws_errors(f"checking {uri}"):
-            head = s3.head_object(Bucket=bucket, Key=key)
-    except NotFound:
-        head = None
-    if head and head.get("ContentLength") == artifact.size and head.get("Metadata", {}).get("sha256") == artifact.digest:
+    uri = upload_uri(ctx, artifact)
+    if not ctx.upload(Path(artifact.source), uri, artifact.source, sha256=artifact.digest, announce=True):
         info(f"Model archive already uploaded: {uri} (same sha256)")
-        return uri
-    info(f"Uploading {artifact.source} ({artifact.size / 1e6:.1f} MB) to {uri}")
-    with aws_errors(f"uploading the model archive to {uri}"):
-        s3.upload_file(artifact.source, bucket, key, ExtraArgs={"Metadata": {"sha256": artifact.digest}})
     return uri
 
 

@@ -78,7 +78,7 @@ def is_launcher_only(key: str) -> bool:
     """`key` without its +/++/~ prefix and @package."""
     if key in LAUNCHER_KEYS:
         return True
-    return any(key == g or key.startswith(f"{g}.") or key.startswith(f"{g}/") for g in LAUNCHER_GROUPS)
+    return any(key == g or key.startswith((f"{g}.", f"{g}/")) for g in LAUNCHER_GROUPS)
 
 
 def split_overrides(overrides: Sequence[str]) -> SplitOverrides:

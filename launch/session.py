@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launch import validate
-from launch.errors import NO_REGION_MESSAGE, ROLE_HINT, LaunchError, NotFound, aws_errors
+from launch import console, errors, validate
+from launch.errors import LaunchError, NotFound, aws_errors, lookup
 
 ROLE_ENV = "SAGEMAKER_ROLE"
 # Written by SageMaker notebook instances and Studio; sagemaker.get_execution_role() reads the role from it.
@@ -32,7 +32,7 @@ NOTEBOOK_METADATA_FILE = "/opt/ml/metadata/resource-metadata.json"
 _ASSUMED_ROLE_RE = re.compile(r"^(arn:aws[a-z-]*:)sts::(\d{12}):assumed-role/([^/]+)/.*$")
 NO_ROLE_MESSAGE = (
     f"No SageMaker execution role. Pass the IAM role SageMaker assumes to read and write S3 and run the training or "
-    f"serving container: {ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks and "
+    f"serving container: {errors.ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks and "
     "Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and "
     "access to the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default "
     "sagemaker-<region>-<account> bucket); your own credentials need iam:PassRole on it."
@@ -45,7 +45,7 @@ def opt(node: Any, key: str, default: Any = None) -> Any:
         return default
     try:
         value = node.get(key, default) if isinstance(node, Mapping) or hasattr(node, "get") else default
-    except Exception:  # omegaconf MissingMandatoryValue (`???`)
+    except Exception:  # noqa: BLE001 (omegaconf's MissingMandatoryValue for `???`)
         return default
     if isinstance(value, str):
         value = value.strip()
@@ -84,14 +84,13 @@ def sdk_defaults_config() -> dict:
     """The SDK defaults config (admin/user config.yaml files, if any) with `TelemetryOptOut: true` added, unless the
     user's own config sets it. SDK v2 otherwise sends usage telemetry from Estimator.fit, deploy and others."""
     import_sagemaker()
+    from sagemaker.config import config_schema as key
     from sagemaker.config import load_sagemaker_config
-    from sagemaker.config.config_schema import MODULES, PYTHON_SDK, SAGEMAKER, SCHEMA_VERSION, TELEMETRY_OPT_OUT
 
     config = copy.deepcopy(load_sagemaker_config() or {})
-    config.setdefault(SCHEMA_VERSION, "1.0")
-    config.setdefault(SAGEMAKER, {}).setdefault(PYTHON_SDK, {}).setdefault(MODULES, {}).setdefault(
-        TELEMETRY_OPT_OUT, True
-    )
+    config.setdefault(key.SCHEMA_VERSION, "1.0")
+    modules = config.setdefault(key.SAGEMAKER, {}).setdefault(key.PYTHON_SDK, {}).setdefault(key.MODULES, {})
+    modules.setdefault(key.TELEMETRY_OPT_OUT, True)
     return config
 
 
@@ -111,7 +110,7 @@ def resolve_region(aws_cfg: Any = None) -> str:
 
             region = boto3.session.Session(profile_name=_profile(aws_cfg)).region_name
     if not region:
-        raise LaunchError(NO_REGION_MESSAGE)
+        raise LaunchError(errors.NO_REGION_MESSAGE)
     return str(region)
 
 
@@ -125,26 +124,14 @@ def boto_session(aws_cfg: Any = None, region: str | None = None):
 
 
 def sagemaker_session(boto: Any, *, default_bucket: str | None = None):
-    """A SageMaker SDK v2 Session on `boto` (its clients, so AWS_ENDPOINT_URL applies), telemetry opted out.
-
-    Makes no AWS call. Pass `default_bucket` whenever the SDK may need a bucket: the SDK's own lookup of the default
-    bucket asks a hard-coded public STS endpoint for the account.
-    """
+    """A SageMaker SDK v2 Session on `boto` (its clients, so AWS_ENDPOINT_URL applies), telemetry opted out. Makes no
+    AWS call. Pass `default_bucket` whenever the SDK may need one: its own lookup asks a hard-coded public STS
+    endpoint for the account."""
     sm = import_sagemaker()
     with aws_errors():
-        return sm.Session(
-            boto_session=boto,
-            sagemaker_client=boto.client("sagemaker"),
-            sagemaker_runtime_client=boto.client("sagemaker-runtime"),
-            default_bucket=default_bucket,
-            sagemaker_config=sdk_defaults_config(),
-        )
-
-
-def account_id(boto: Any) -> str:
-    """The caller's account id (sts:GetCallerIdentity)."""
-    with aws_errors("looking up the AWS account"):
-        return boto.client("sts").get_caller_identity()["Account"]
+        return sm.Session(boto_session=boto, sagemaker_client=boto.client("sagemaker"),
+                          sagemaker_runtime_client=boto.client("sagemaker-runtime"), default_bucket=default_bucket,
+                          sagemaker_config=sdk_defaults_config())  # fmt: skip
 
 
 def resolve_role(aws_cfg: Any, boto: Any) -> str:
@@ -162,10 +149,9 @@ def resolve_role(aws_cfg: Any, boto: Any) -> str:
         with aws_errors(f"expanding the role name {role!r} to an ARN"):
             return boto.client("iam").get_role(RoleName=role)["Role"]["Arn"]
     if os.path.exists(NOTEBOOK_METADATA_FILE):
-        sm = import_sagemaker()
         try:
             with aws_errors("looking up the execution role"):
-                return sm.get_execution_role(sagemaker_session(boto))
+                return import_sagemaker().get_execution_role(sagemaker_session(boto))
         except (LaunchError, ValueError) as err:
             raise LaunchError(NO_ROLE_MESSAGE.format(detail=f" here ({err})")) from err
     with aws_errors("looking up the caller identity for the execution role"):
@@ -177,7 +163,7 @@ def resolve_role(aws_cfg: Any, boto: Any) -> str:
         partition, account, name = match.groups()
         try:
             return boto.client("iam").get_role(RoleName=name)["Role"]["Arn"]  # with the role's path
-        except Exception:  # no iam:GetRole: the same fallback as the SDK
+        except Exception:  # noqa: BLE001 (no iam:GetRole: the same fallback as the SDK)
             return f"{partition}iam::{account}:role/{name}"
     raise LaunchError(NO_ROLE_MESSAGE.format(detail=f": your credentials belong to {caller}, which is not a role"))
 
@@ -203,8 +189,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class AwsContext:
-    """Region, sessions, role, bucket and prefix for one launcher run. Creating it makes no AWS call; the role and
-    the bucket are resolved on first use."""
+    """Region, sessions, role, bucket and prefix for one launcher run. Creating it makes no AWS call (it checks the
+    shape of aws.bucket and of an aws.role ARN); the role and the bucket are resolved on first use."""
 
     def __init__(self, aws_cfg: Any = None, *, region: str | None = None):
         self.cfg = aws_cfg
@@ -213,6 +199,8 @@ class AwsContext:
         self.configured_bucket = opt(aws_cfg, "bucket")
         if self.configured_bucket:
             validate.bucket_name(str(self.configured_bucket))
+        if str(opt(aws_cfg, "role", "")).startswith("arn:"):
+            validate.role_arn(str(opt(aws_cfg, "role")))
         self.boto_session = boto_session(aws_cfg, self.region)
         self.session = sagemaker_session(self.boto_session, default_bucket=self.configured_bucket)
 
@@ -222,7 +210,8 @@ class AwsContext:
 
     @functools.cached_property
     def account(self) -> str:
-        return account_id(self.boto_session)
+        with aws_errors("looking up the AWS account"):
+            return self.client("sts").get_caller_identity()["Account"]
 
     @functools.cached_property
     def bucket(self) -> str:
@@ -234,9 +223,14 @@ class AwsContext:
         with aws_errors(f"finding or creating the default bucket {name}"):
             return self.session.default_bucket()
 
-    def s3_uri(self, *parts: str) -> str:
-        """`s3://<bucket>/<prefix>/<parts...>`."""
-        return s3_uri(self.bucket, self.prefix, *parts)
+    @property
+    def planned_bucket(self) -> str:
+        """The bucket as far as it is known without any AWS call (for plans and dry runs)."""
+        return str(self.configured_bucket or f"sagemaker-{self.region}-<account>")
+
+    def s3_uri(self, *parts: str, planned: bool = False) -> str:
+        """`s3://<bucket>/<prefix>/<parts...>`; `planned`: with `planned_bucket`, no AWS call."""
+        return s3_uri(self.planned_bucket if planned else self.bucket, self.prefix, *parts)
 
     def client(self, service_name: str):
         return self.boto_session.client(service_name)
@@ -251,7 +245,7 @@ class AwsContext:
         rows = {
             "region": self.region,
             "role": opt(self.cfg, "role") or "(looked up at run time: notebook role or your own role)",
-            "bucket": self.configured_bucket or f"sagemaker-{self.region}-<account> (looked up at run time)",
+            "bucket": self.configured_bucket or f"{self.planned_bucket} (looked up at run time)",
             "prefix": self.prefix or "-",
         }
         if _profile(self.cfg):
@@ -271,6 +265,21 @@ class AwsContext:
                 f"--region {self.region} --sort-by CreationTime`, {hint}."
             ) from None
 
+    def upload(self, path: Path, uri: str, what: str, *, sha256: str | None = None, announce: bool = False) -> bool:
+        """Upload the file `path` (`what`, for messages) to `uri`. With `sha256` (kept as object metadata) it is
+        skipped, returning False, when an object of the same size and sha256 is there already: re-runs send nothing."""
+        bucket, key = parse_s3_uri(uri)
+        s3, size = self.client("s3"), Path(path).stat().st_size
+        if sha256:
+            head = lookup(s3.head_object, uri, Bucket=bucket, Key=key) or {}
+            if (head.get("ContentLength"), (head.get("Metadata") or {}).get("sha256")) == (size, sha256):
+                return False
+        if announce:
+            console.info(f"Uploading {what} ({size / 1e6:.1f} MB) to {uri}")
+        with aws_errors(f"uploading {what} to {uri}"):
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}} if sha256 else None)
+        return True
+
     def download(self, uri: str, dest: Path) -> Path:
         """Download one S3 object into the directory `dest`; returns the local file."""
         bucket, key = parse_s3_uri(uri)
@@ -283,6 +292,4 @@ class AwsContext:
         return target
 
 
-def connect(aws_cfg: Any = None) -> AwsContext:
-    """`AwsContext(aws_cfg)`: resolve the region and build the sessions (no AWS call yet)."""
-    return AwsContext(aws_cfg)
+connect = AwsContext  # `connect(aws_cfg)`: resolve the region and build the sessions (no AWS call yet)

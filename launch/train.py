@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,11 @@ from omegaconf import DictConfig
 
 from cola_bert.config import conf_dir
 from cola_bert.sweep import SweepTable, describe_failure
-from launch import channels, console, source_dir, validate
+from launch import channels, console, estimator, source_dir, validate
 from launch.errors import LaunchError, aws_errors, exit_on_error
-from launch.estimator import (
-    build_estimator, check_settings, container_torch_version, job_name_for, logs_setting,
-    metric_definitions, resolve_image_uri, sdk_settings, sent_hyperparameters,
-)  # fmt: skip
+from launch.estimator import logs_setting, metric_definitions, sent_hyperparameters
 from launch.overrides import refuse_before_hydra, split_overrides
-from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk, s3_uri
+from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk
 
 CONF_DIR = str(conf_dir())
 JOB_RECORD = "sagemaker_job.json"
@@ -47,11 +45,6 @@ PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/looked-up-at-launch"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 
 # -------------------------------------------------------------------------------------------------------- the job
-
-
-def dry_bucket(ctx: AwsContext) -> str:
-    """The default bucket's name as far as it is known without asking AWS for the account."""
-    return f"sagemaker-{ctx.region}-<account>"
 
 
 @dataclass
@@ -76,15 +69,26 @@ class PreparedJob:
 
     @property
     def bucket(self) -> str:
-        return str(self.ctx.configured_bucket or (dry_bucket(self.ctx) if self.dry else self.ctx.bucket))
+        return self.ctx.planned_bucket if self.dry else self.ctx.bucket
 
     def channel_uris(self) -> dict[str, str]:
         return self.given_inputs or channels.channel_uris(self.bucket, self.ctx.prefix, self.prepared)
 
-    def upload_channels(self) -> tuple[dict[str, str], dict[str, str] | None]:
-        if self.prepared is None:
-            return self.channel_uris(), None
-        return channels.upload(self.ctx, self.prepared)
+    def plan(self, title: str, rows: Callable[..., dict], record: dict[str, Any], run_dir: Path | None) -> Any:
+        """Print the plan, `rows(channel URIs, upload actions)`. A dry run stops here: its record is written and None
+        returned. Otherwise the channels are uploaded first and the job's TrainingInputs returned."""
+        if self.dry:
+            console.plan(title, rows(self.channel_uris()), dry_run=True)
+            record["status"] = "dry run"
+            write_record(record, run_dir)
+            return None
+        uris, actions = channels.upload(self.ctx, self.prepared) if self.prepared else (self.channel_uris(), None)
+        record["channels"] = uris
+        console.plan(title, rows(uris, actions))
+        import_sagemaker()
+        from sagemaker.inputs import TrainingInput
+
+        return {channel: TrainingInput(s3_data=uri) for channel, uri in uris.items()}
 
     def rows(self, uris: dict[str, str], actions: dict[str, str] | None = None) -> dict[str, Any]:
         kw = self.kwargs
@@ -140,53 +144,49 @@ def prepare_job(
     `static_exclude`: hyperparameters left out (a tuner sets them)."""
     quiet_sagemaker_sdk()
     sm_cfg, dry = cfg.sagemaker, bool(cfg.get("dry_run", False))
-    ctx = AwsContext(cfg.aws)  # checks aws.bucket; no AWS call
-    if str(opt(cfg.aws, "role", "")).startswith("arn:"):
-        validate.role_arn(str(cfg.aws.role))
+    ctx = AwsContext(cfg.aws)  # checks aws.bucket and aws.role's shape; no AWS call
     split = split_overrides(overrides)
     for key in static_exclude:
         split.hyperparameters.pop(key, None)
-    settings = sdk_settings(sm_cfg)
+    settings = estimator.sdk_settings(sm_cfg)
     pins = source_dir.requirements(cfg)
-    check_settings(settings, pins)
-    image_uri = resolve_image_uri(settings, ctx.region)
-    torch_version = None if settings.get("image_uri") else container_torch_version(settings["framework_version"])
+    estimator.check_settings(settings, pins)
+    image_uri = estimator.resolve_image_uri(settings, ctx.region)
+    torch_version = None if settings.get("image_uri") else estimator.container_torch_version(settings["framework_version"])
     given = channels.given_inputs(opt(sm_cfg, "inputs"))
     prepared = None if given else channels.prepare(cfg, workdir / "channels")
     staged = source_dir.stage(workdir / "source", pins, torch_version=torch_version)
-    name = job_name or job_name_for(sm_cfg, job_num)
+    name = job_name or estimator.job_name_for(sm_cfg, job_num)
     wait, notes = bool(opt(sm_cfg, "wait", True)), []
     if multirun and wait:
         wait, notes = False, ["sweep: not waiting for each job"]
 
-    def kwargs_for(role: str, bucket: str) -> dict[str, Any]:
+    def build(role: str, planned: bool) -> tuple[dict[str, Any], Any]:
+        """The estimator's arguments and the estimator; `planned`: S3 URIs without looking up the bucket."""
         kw = {**settings, "entry_point": source_dir.ENTRY_POINT, "source_dir": str(staged), "role": role,
               "hyperparameters": dict(split.hyperparameters), "metric_definitions": metric_definitions(),
               "disable_profiler": True, "debugger_hook_config": False,  # no Debugger/Profiler side jobs or noise
               "sagemaker_session": ctx.session}  # fmt: skip
-        kw.setdefault("output_path", s3_uri(bucket, ctx.prefix, "jobs"))
-        kw.setdefault("code_location", s3_uri(bucket, ctx.prefix, "code"))
+        kw.setdefault("output_path", ctx.s3_uri("jobs", planned=planned))
+        kw.setdefault("code_location", ctx.s3_uri("code", planned=planned))
         if kw.get("use_spot_instances") and not kw.get("checkpoint_s3_uri"):
-            kw["checkpoint_s3_uri"] = s3_uri(bucket, ctx.prefix, "checkpoints", name)  # one prefix per job
+            kw["checkpoint_s3_uri"] = ctx.s3_uri("checkpoints", name, planned=planned)  # one prefix per job
         if kw.get("checkpoint_s3_uri"):
             kw["checkpoint_local_path"] = CHECKPOINT_LOCAL_PATH  # where sagemaker_entry writes
         for key in ("output_path", "code_location"):
             kw[key] = str(kw[key]).rstrip("/")
         if kw.get("image_uri"):
             kw.pop("framework_version", None), kw.pop("py_version", None)
-        return kw
+        with aws_errors("checking the training job settings"):
+            return kw, estimator.build_estimator(kw)
 
-    configured_role = str(opt(cfg.aws, "role", "")) if str(opt(cfg.aws, "role", "")).startswith("arn:") else ""
-    kwargs = kwargs_for(configured_role or PLACEHOLDER_ROLE, str(ctx.configured_bucket or dry_bucket(ctx)))
-    with aws_errors("checking the training job settings"):
-        estimator = build_estimator(kwargs)
-    sent = sent_hyperparameters(estimator, name, kwargs["code_location"], ctx.region)
+    role = str(opt(cfg.aws, "role", ""))
+    kwargs, sdk_estimator = build(role if role.startswith("arn:") else PLACEHOLDER_ROLE, planned=True)
+    sent = sent_hyperparameters(sdk_estimator, name, kwargs["code_location"], ctx.region)
     validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters))
     if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
-        kwargs = kwargs_for(ctx.role, ctx.bucket)
-        with aws_errors("checking the training job settings"):
-            estimator = build_estimator(kwargs)
-    return PreparedJob(name, ctx, kwargs, estimator, image_uri, split.hyperparameters, split.launcher_only, pins,
+        kwargs, sdk_estimator = build(ctx.role, planned=False)
+    return PreparedJob(name, ctx, kwargs, sdk_estimator, image_uri, split.hyperparameters, split.launcher_only, pins,
                        prepared, given, staged, wait, logs_setting(sm_cfg.get("logs", "All")), dry, notes)  # fmt: skip
 
 
@@ -194,13 +194,6 @@ def write_record(record: dict[str, Any], run_dir: Path | None) -> None:
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / JOB_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def training_inputs(uris: dict[str, str]) -> dict[str, Any]:
-    import_sagemaker()
-    from sagemaker.inputs import TrainingInput
-
-    return {channel: TrainingInput(s3_data=uri) for channel, uri in uris.items()}
 
 
 def launch(
@@ -211,17 +204,13 @@ def launch(
     with tempfile.TemporaryDirectory(prefix="cola-bert-sm-") as tmp:
         job = prepare_job(cfg, overrides, Path(tmp), job_num=job_num, multirun=multirun)
         record = job.record(overrides)
-        if job.dry:
-            console.dry_run("SageMaker training job", job.rows(job.channel_uris()))
-            write_record({**record, "status": "dry run"}, run_dir)
-            return {**record, "status": "dry run"}
-        uris, actions = job.upload_channels()
-        record["channels"] = uris
-        console.plan("SageMaker training job", job.rows(uris, actions))
+        inputs = job.plan("SageMaker training job", job.rows, record, run_dir)
+        if inputs is None:
+            return record
         if job.wait:
             console.info(f"Starting {job.name} and waiting for it (Ctrl-C stops waiting, not the job).")
         with aws_errors(f"starting the training job {job.name}"):
-            job.estimator.fit(inputs=training_inputs(uris), job_name=job.name, wait=job.wait, logs=job.logs)
+            job.estimator.fit(inputs=inputs, job_name=job.name, wait=job.wait, logs=job.logs)
         record["status"] = "submitted"
         if job.wait:
             with aws_errors(f"reading the result of {job.name}"):

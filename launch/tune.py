@@ -23,23 +23,19 @@ from omegaconf import DictConfig
 
 from launch import console, validate
 from launch import train as launch_train
-from launch.estimator import JOB_NAME_RE
 from launch.errors import LaunchError, aws_errors, exit_on_error
 from launch.overrides import is_launcher_only, refuse_before_hydra, split_overrides
 from launch.session import import_sagemaker
 
-CHOICES = {
-    "strategy": ("Bayesian", "Random", "Hyperband", "Grid"),
-    "objective_type": ("Maximize", "Minimize"),
-    "early_stopping_type": ("Off", "Auto"),
-}
-SCALING_TYPES = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+# tune.* settings → the service model's enum of their values.
+CHOICES = {"strategy": "HyperParameterTuningJobStrategyType", "objective_type": "HyperParameterTuningJobObjectiveType",
+           "early_stopping_type": "TrainingJobEarlyStoppingType"}  # fmt: skip
 
 
 def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
     """`tune.ranges` → {override key: ContinuousParameter | IntegerParameter | CategoricalParameter}."""
     import_sagemaker()
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+    from sagemaker import tuner
 
     ranges: dict[str, Any] = {}
     for name, spec in (tune_cfg.get("ranges") or {}).items():
@@ -51,20 +47,20 @@ def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
         if is_launcher_only(key.lstrip("+~").split("@", 1)[0]):
             raise LaunchError(f"{where}.hyperparameter={key} is not a training override (it stays on this machine).")
         kind, scaling = str(spec.get("type", "")).lower(), str(spec.get("scaling") or "Auto")
-        if scaling not in SCALING_TYPES:
-            raise LaunchError(f"{where}.scaling={scaling} must be one of {', '.join(SCALING_TYPES)}.")
+        if scaling not in (allowed := validate.enum("HyperParameterScalingType")):
+            raise LaunchError(f"{where}.scaling={scaling} must be one of {', '.join(allowed)}.")
         if kind in ("continuous", "integer"):
             low, high = spec.get("min"), spec.get("max")
             if low is None or high is None or float(low) >= float(high):
                 raise LaunchError(f"{where} needs min < max (min={low}, max={high}).")
             if scaling in ("Logarithmic", "ReverseLogarithmic") and float(low) <= 0:
                 raise LaunchError(f"{where}: {scaling} scaling needs min > 0 (min={low}).")
-            cls, cast = (ContinuousParameter, float) if kind == "continuous" else (IntegerParameter, int)
+            cls, cast = (tuner.ContinuousParameter, float) if kind == "continuous" else (tuner.IntegerParameter, int)
             ranges[key] = cls(cast(low), cast(high), scaling_type=scaling)
         elif kind == "categorical":
             if not spec.get("values"):
                 raise LaunchError(f"{where}.values is empty: list the choices, e.g. [16, 32, 64].")
-            ranges[key] = CategoricalParameter(list(spec.get("values")))
+            ranges[key] = tuner.CategoricalParameter(list(spec.get("values")))
         else:
             raise LaunchError(f"{where}.type={kind or None} must be one of continuous, integer, categorical.")
     if not ranges:
@@ -73,8 +69,8 @@ def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
 
 
 def check(tune_cfg: DictConfig) -> None:
-    for key, allowed in CHOICES.items():
-        if str(tune_cfg[key]) not in allowed:
+    for key, shape in CHOICES.items():
+        if str(tune_cfg[key]) not in (allowed := validate.enum(shape)):
             raise LaunchError(f"tune.{key}={tune_cfg[key]} must be one of {', '.join(allowed)}.")
     if int(tune_cfg.max_jobs) < 1 or int(tune_cfg.max_parallel_jobs) < 1:
         raise LaunchError(f"tune.max_jobs={tune_cfg.max_jobs} and tune.max_parallel_jobs={tune_cfg.max_parallel_jobs} "
@@ -86,11 +82,10 @@ def check(tune_cfg: DictConfig) -> None:
 
 
 def tuning_job_name(tune_cfg: DictConfig) -> str:
-    base = str(tune_cfg.get("base_tuning_job_name") or "cola-bert-tune")
-    name = import_sagemaker().utils.name_from_base(base, max_length=32, short=True)
-    if not JOB_NAME_RE.match(name) or len(name) > 32:
-        raise LaunchError(f"{name!r} is not a valid tuning job name (letters, digits, hyphens; at most 32 characters).")
-    return name
+    name = import_sagemaker().utils.name_from_base(str(tune_cfg.get("base_tuning_job_name") or "cola-bert-tune"),
+                                                   max_length=32, short=True)  # fmt: skip
+    return validate.resource_name(name, "tune.base_tuning_job_name (with its timestamp)",
+                                  "CreateHyperParameterTuningJob", "HyperParameterTuningJobName")  # fmt: skip
 
 
 def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) -> dict[str, Any]:
@@ -133,15 +128,11 @@ def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) 
             out |= {f"note: {k}": "replaced by the tuned range" for k in ranges if k in given}
             return out
 
-        if job.dry:
-            console.dry_run("SageMaker hyperparameter tuning job", rows(job.channel_uris()))
-            launch_train.write_record({**record, "status": "dry run"}, run_dir)
-            return {**record, "status": "dry run"}
-        uris, actions = job.upload_channels()
-        record["channels"] = uris
-        console.plan("SageMaker hyperparameter tuning job", rows(uris, actions))
+        inputs = job.plan("SageMaker hyperparameter tuning job", rows, record, run_dir)
+        if inputs is None:
+            return record
         with aws_errors(f"starting the tuning job {name}"):
-            tuner.fit(inputs=launch_train.training_inputs(uris), job_name=name, wait=False)
+            tuner.fit(inputs=inputs, job_name=name, wait=False)
         record["status"] = "submitted"
         console.info(f"Tuning job {name} submitted: {record['console_url']}")
         if tune_cfg.get("wait", False):

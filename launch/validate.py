@@ -1,8 +1,8 @@
 """Checks that run before any upload or AWS call, against the rules AWS itself applies.
 
-Instance types, the hyperparameter limits and the role ARN pattern come from botocore's own SageMaker service model
-(the enums and constraints of the CreateTrainingJob / CreateEndpointConfig / CreateTransformJob shapes), not from
-hand-kept lists; bucket names follow S3's naming rules.
+Instance types, resource names, hyperparameter limits, tuning choices and the role ARN pattern come from botocore's
+own SageMaker service model (the enums and constraints of the request shapes), not from hand-kept lists; bucket names
+follow S3's naming rules.
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ def _member_shape(operation: str, member: str):
     return shape
 
 
-def _botocore_version() -> str:
-    import botocore
-
-    return botocore.__version__
+def enum(shape: str) -> list[str]:
+    """The values botocore's service model allows for the string shape `shape` (e.g. HyperParameterScalingType)."""
+    return list(_service_model().shape_for(shape).enum)
 
 
 def instance_types(operation: str, member: str | None = None) -> list[str]:
@@ -52,6 +51,8 @@ def instance_types(operation: str, member: str | None = None) -> list[str]:
 
 def instance_type(value: str, operation: str, member: str | None = None, *, setting: str = "instance_type") -> str:
     """`value` if SageMaker accepts it for `operation`, else a LaunchError naming the closest valid types."""
+    import botocore
+
     allowed = instance_types(operation, member)
     if value in allowed:
         return value
@@ -61,7 +62,7 @@ def instance_type(value: str, operation: str, member: str | None = None, *, sett
     hint = f" Closest valid types: {', '.join(suggestions)}." if suggestions else ""
     raise LaunchError(
         f"{setting}={value} is not an instance type SageMaker accepts for {operation} ({len(allowed)} types in "
-        f"botocore {_botocore_version()}'s service model).{hint} If AWS launched this type recently, upgrade "
+        f"botocore {botocore.__version__}'s service model).{hint} If AWS launched this type recently, upgrade "
         "botocore (pip install -U boto3)."
     )
 
@@ -103,6 +104,17 @@ def role_arn(arn: str, *, setting: str = "aws.role") -> str:
     if not (low <= len(arn) <= high and re.fullmatch(pattern, arn)):
         raise LaunchError(f"{setting}={arn} is not an IAM role ARN; expected {ROLE_HINT}.")
     return arn
+
+
+def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob", member: str = "TrainingJobName") -> str:
+    """A SageMaker resource name as `operation` accepts it for `member` (pattern and length from the service model)."""
+    shape = _member_shape(operation, member)
+    if not (len(value) <= shape.metadata["max"] and re.fullmatch(shape.metadata["pattern"], value)):
+        raise LaunchError(
+            f"{setting}={value!r} is not a valid SageMaker name: up to {shape.metadata['max']} characters, letters, "
+            "digits and hyphens, starting and ending with a letter or digit."
+        )
+    return value
 
 
 def hyperparameters(encoded: Mapping[str, str], *, sdk_keys: int = 0) -> None:

@@ -447,7 +447,8 @@ def test_exit_on_error_returns_value():
 
 
 def test_print_plan_and_dry_run(capsys):
-    console.dry_run("Deploy x", {"image uri": "123.dkr.ecr/repo:tag", "env": {"B": "2", "A": "1"}, "none": None})
+    console.plan("Deploy x", {"image uri": "123.dkr.ecr/repo:tag", "env": {"B": "2", "A": "1"}, "none": None},
+                 dry_run=True)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Deploy x (dry run)"
     assert out[1].split() == ["image", "uri", "123.dkr.ecr/repo:tag"]
