@@ -32,7 +32,6 @@ class PreparedData:
     files: dict[str, Path]  # channel → local file
     rows: dict[str, int]
     digest: str  # content hash of all channel files (names + bytes)
-    source: str  # where the examples came from, for messages
     sha256: dict[str, str] = field(default_factory=dict)
 
 
@@ -44,48 +43,31 @@ def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
 
     data = cfg.data
     num_labels = len(data.label_names)
-    train_file, val_file, test_file = (opt(data, k) for k in ("train_file", "val_file", "test_file"))
+    given = dict(zip(CHANNELS, (opt(data, k) for k in ("train_file", "val_file", "test_file"))))
+    files: dict[str, Path] = {}
+    rows: dict[str, int] = {}
     try:
-        if train_file or val_file:
-            if not (train_file and val_file):
-                raise LaunchError(
-                    "Give both data.train_file and data.val_file (TSV/CSV with `sentence` and `label` columns), or "
-                    "neither to train on the official CoLA splits."
-                )
-            splits = {
-                "train": read_labelled_file(Path(train_file).expanduser(), num_labels),
-                "validation": read_labelled_file(Path(val_file).expanduser(), num_labels),
-                "test": read_labelled_file(Path(test_file).expanduser(), num_labels) if test_file else None,
-            }
-            source = f"data.train_file={train_file} data.val_file={val_file}" + (
-                f" data.test_file={test_file}" if test_file else ""
-            )
+        if given["train"] or given["validation"]:
+            if not (given["train"] and given["validation"]):
+                raise LaunchError("Give both data.train_file and data.val_file (TSV/CSV with `sentence` and `label` "
+                                  "columns), or neither to train on the official CoLA splits.")  # fmt: skip
+            splits = {c: read_labelled_file(Path(f).expanduser(), num_labels) for c, f in given.items() if f}
         else:
-            if test_file:
+            if given["test"]:
                 raise LaunchError("data.test_file needs data.train_file and data.val_file as well.")
             cola_dir = ensure_cola(Path(data.data_dir).expanduser(), data.url, data.sha256, opt(data, "archive"))
             parts = cola_splits(cola_dir, data.split, data.val_fraction, data.split_seed, num_labels)
             splits = {"train": parts["train"], "validation": parts["val"], "test": parts["test"]}
-            source = f"CoLA ({cola_dir}), data.split={data.split}" + (
-                f" data.val_fraction={data.val_fraction} data.split_seed={data.split_seed}"
-                if data.split == "seed"
-                else ""
-            )
-        files: dict[str, Path] = {}
-        rows: dict[str, int] = {}
         for channel in CHANNELS:
-            examples = splits.get(channel)
-            if not examples:
-                continue
-            path = Path(workdir) / channel / f"{channel}.tsv"
-            write(examples, path)
-            files[channel], rows[channel] = path, len(examples)
+            if splits.get(channel):
+                files[channel], rows[channel] = Path(workdir) / channel / f"{channel}.tsv", len(splits[channel])
+                write(splits[channel], files[channel])
     except (ArchiveError, DataFormatError, ValueError) as err:
         raise LaunchError(f"Cannot prepare the training data: {err}") from err
 
     sha = {channel: sha256_of(path) for channel, path in files.items()}
     digest = hashlib.sha256("".join(f"{c}:{sha[c]}\n" for c in sorted(sha)).encode()).hexdigest()[:16]
-    return PreparedData(files=files, rows=rows, digest=digest, source=source, sha256=sha)
+    return PreparedData(files=files, rows=rows, digest=digest, sha256=sha)
 
 
 def channel_uris(bucket: str, prefix: str, prepared: PreparedData) -> dict[str, str]:

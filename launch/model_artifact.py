@@ -1,11 +1,9 @@
 """The model.tar.gz a SageMaker Model serves: check it, read its manifest, upload it once, or export a training job's.
 
-A local archive is checked with `cola_bert.inference.verify_tarball`, the strict check `cola_bert.serve` runs: no
-`../` member, link or device, every file (code/ included) matching the sha256 its manifest.json records, no file the
-manifest does not list (the endpoint runs the archive's own code/inference.py, unrepacked), and `code/inference.py`
-present (without it the PyTorch serving container falls back to default handlers that cannot serve a BERT
-classifier). An `s3://` archive is used as is; its manifest.json
-(written first by the export) is read by streaming the head of the object.
+A local archive gets the strict check `cola_bert.serve` runs (`cola_bert.inference.verify_tarball`: the endpoint runs
+the archive's own code/inference.py unrepacked, so every file must match the sha256 its manifest.json records), and
+must hold code/inference.py. An `s3://` archive is used as is; its manifest.json (written first by the export) is
+read by streaming the head of the object.
 """
 
 from __future__ import annotations

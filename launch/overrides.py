@@ -23,27 +23,12 @@ from launch.errors import LaunchError
 
 # key == group, key starts with "group." or "group/"
 LAUNCHER_GROUPS = ("sagemaker", "aws", "tune", "hydra", "paths")
-LAUNCHER_KEYS = frozenset(
-    {
-        "dry_run",
-        "attach",
-        "ckpt_path",
-        "trainer.default_root_dir",
-        "data.archive",
-        "data.data_dir",
-        "data.train_file",
-        "data.val_file",
-        "data.test_file",
-        "data.url",
-        "data.sha256",
-    }
-)
+LAUNCHER_KEYS = frozenset({"dry_run", "attach", "ckpt_path", "trainer.default_root_dir", "data.archive", "data.data_dir",
+                           "data.train_file", "data.val_file", "data.test_file", "data.url", "data.sha256"})  # fmt: skip
 REFUSED = {
-    "hparams_search": (
-        "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` (SageMaker "
-        "automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m "
-        "key=a,b ...` (one training job per combination)."
-    ),
+    "hparams_search": "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` "
+    "(SageMaker automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m "
+    "key=a,b ...` (one training job per combination).",
 }
 
 
@@ -51,12 +36,6 @@ REFUSED = {
 class SplitOverrides:
     hyperparameters: dict[str, str] = field(default_factory=dict)  # forwarded to the job
     launcher_only: list[str] = field(default_factory=list)  # used here
-
-
-def _parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
 
 
 def refuse(key: str) -> None:
@@ -76,9 +55,7 @@ def refuse_before_hydra(argv: Sequence[str]) -> None:
 
 def is_launcher_only(key: str) -> bool:
     """`key` without its +/++/~ prefix and @package."""
-    if key in LAUNCHER_KEYS:
-        return True
-    return any(key == g or key.startswith((f"{g}.", f"{g}/")) for g in LAUNCHER_GROUPS)
+    return key in LAUNCHER_KEYS or any(key == g or key.startswith((f"{g}.", f"{g}/")) for g in LAUNCHER_GROUPS)
 
 
 def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
@@ -86,8 +63,9 @@ def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
 
     A key given twice keeps its last value (as in Hydra). Raises LaunchError for what cannot run on SageMaker.
     """
-    parser = _parser()
-    result = SplitOverrides()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, result = OverridesParser.create(), SplitOverrides()
     for line in overrides:
         try:
             override = parser.parse_override(line)
@@ -99,9 +77,7 @@ def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
             result.launcher_only.append(line)
             continue
         if override.is_sweep_override():
-            raise LaunchError(
-                f"{line} is a sweep: run it with -m (python -m launch.train -m {line} ...), one job per value."
-            )
+            raise LaunchError(f"{line} is a sweep: run it with -m (python -m launch.train -m {line} ...), one job per value.")
         key = override.get_key_element()
         if key.startswith("sagemaker_") or bare.startswith("_"):
             raise LaunchError(f"{line}: keys starting with `sagemaker_` or `_` are reserved by SageMaker.")

@@ -19,21 +19,19 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from launch import console, errors, validate
 from launch.errors import LaunchError, NotFound, aws_errors, lookup
 
-ROLE_ENV = "SAGEMAKER_ROLE"
 # Written by SageMaker notebook instances and Studio; sagemaker.get_execution_role() reads the role from it.
 NOTEBOOK_METADATA_FILE = "/opt/ml/metadata/resource-metadata.json"
 _ASSUMED_ROLE_RE = re.compile(r"^(arn:aws[a-z-]*:)sts::(\d{12}):assumed-role/([^/]+)/.*$")
 NO_ROLE_MESSAGE = (
     f"No SageMaker execution role. Pass the IAM role SageMaker assumes to read and write S3 and run the training or "
-    f"serving container: {errors.ROLE_HINT} (or set the {ROLE_ENV} environment variable). Outside SageMaker notebooks and "
-    "Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and "
+    f"serving container: {errors.ROLE_HINT} (or set the SAGEMAKER_ROLE environment variable). Outside SageMaker "
+    "notebooks and Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and "
     "access to the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default "
     "sagemaker-<region>-<account> bucket); your own credentials need iam:PassRole on it."
 )
@@ -41,10 +39,8 @@ NO_ROLE_MESSAGE = (
 
 def opt(node: Any, key: str, default: Any = None) -> Any:
     """`node[key]` for dicts, DictConfigs or None; missing, None, '', 'null', 'none' and `???` give `default`."""
-    if node is None:
-        return default
     try:
-        value = node.get(key, default) if isinstance(node, Mapping) or hasattr(node, "get") else default
+        value = node.get(key, default) if hasattr(node, "get") else default  # None, dicts, DictConfigs
     except Exception:  # noqa: BLE001 (omegaconf's MissingMandatoryValue for `???`)
         return default
     if isinstance(value, str):
@@ -54,17 +50,13 @@ def opt(node: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-# ---------------------------------------------------------------------------------------------------- the SDK
-
-
 @functools.cache
 def quiet_sagemaker_sdk() -> None:
     """Silence what SDK v2 prints that a user of these launchers cannot act on. Call before importing it."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # "v2 is on the path of deprecation": we pin v2
     for name in ("sagemaker.config", "botocore", "boto3", "s3transfer"):
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+        if logging.getLogger(name).level < logging.WARNING:  # NOTSET included
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def import_sagemaker():
@@ -94,9 +86,6 @@ def sdk_defaults_config() -> dict:
     return config
 
 
-# ------------------------------------------------------------------------------------------- region and sessions
-
-
 def _profile(aws_cfg: Any) -> str | None:
     return opt(aws_cfg, "profile") or os.environ.get("AWS_PROFILE") or None
 
@@ -118,9 +107,8 @@ def boto_session(aws_cfg: Any = None, region: str | None = None):
     """A boto3 Session for `aws.profile` (else AWS_PROFILE / the default chain) in the resolved region."""
     import boto3
 
-    region = region or resolve_region(aws_cfg)
     with aws_errors():
-        return boto3.session.Session(profile_name=_profile(aws_cfg), region_name=region)
+        return boto3.session.Session(profile_name=_profile(aws_cfg), region_name=region or resolve_region(aws_cfg))
 
 
 def sagemaker_session(boto: Any, *, default_bucket: str | None = None):
@@ -168,9 +156,6 @@ def resolve_role(aws_cfg: Any, boto: Any) -> str:
     raise LaunchError(NO_ROLE_MESSAGE.format(detail=f": your credentials belong to {caller}, which is not a role"))
 
 
-# ---------------------------------------------------------------------------------------------------- S3 URIs
-
-
 def s3_uri(bucket: str, *parts: str | None) -> str:
     """`s3://bucket/part1/part2` with empty parts skipped and duplicate slashes removed."""
     key = "/".join(str(p).strip("/") for p in parts if p is not None and str(p).strip("/"))
@@ -185,16 +170,13 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-# ----------------------------------------------------------------------------------------------------- context
-
-
 class AwsContext:
     """Region, sessions, role, bucket and prefix for one launcher run. Creating it makes no AWS call (it checks the
     shape of aws.bucket and of an aws.role ARN); the role and the bucket are resolved on first use."""
 
-    def __init__(self, aws_cfg: Any = None, *, region: str | None = None):
+    def __init__(self, aws_cfg: Any = None):
         self.cfg = aws_cfg
-        self.region = region or resolve_region(aws_cfg)
+        self.region = resolve_region(aws_cfg)
         self.prefix = str(opt(aws_cfg, "prefix", "")).strip("/")
         self.configured_bucket = opt(aws_cfg, "bucket")
         if self.configured_bucket:

@@ -31,7 +31,6 @@ LOGGER_PACKAGES = {
     "MLFlowLogger": (("mlflow", "mlflow>=2.16,<4"), ("sagemaker-mlflow", "sagemaker-mlflow>=0.1,<1")),
     "TensorBoardLogger": (("tensorboard", "tensorboard>=2.9"),),
 }
-NEVER_STAGED = ("setup.py", "setup.cfg", "pyproject.toml")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "*.ckpt", "*.tmp")
 
 
@@ -99,16 +98,6 @@ def requirements(cfg=None) -> list[str]:
     return [lines[name] for name in sorted(lines)]
 
 
-def requirements_txt(pins: list[str], torch_version: str | None = None) -> str:
-    lines = [
-        "# Training dependencies of cola-bert at the versions installed where the job was launched",
-        "# (python -m launch.train). torch is not listed: the PyTorch training image provides it.",
-    ]
-    if torch_version:
-        lines.append("-c constraints.txt")
-    return "\n".join(lines + pins) + "\n"
-
-
 def stage(dest: Path, pins: list[str], *, torch_version: str | None = None) -> Path:
     """Fill `dest` (created, must be empty or missing) with the source_dir layout; returns `dest`."""
     dest = Path(dest)
@@ -118,14 +107,12 @@ def stage(dest: Path, pins: list[str], *, torch_version: str | None = None) -> P
     shutil.copytree(PACKAGE_DIR, dest / "cola_bert", ignore=_IGNORE)
     shutil.copytree(conf_dir(), dest / "conf", ignore=_IGNORE)
     shutil.copyfile(PACKAGE_DIR / ENTRY_POINT, dest / ENTRY_POINT)
-    (dest / "requirements.txt").write_text(requirements_txt(pins, torch_version))
+    header = ["# Training dependencies of cola-bert at the versions installed where the job was launched",
+              "# (python -m launch.train). torch is not listed: the PyTorch training image provides it."]  # fmt: skip
+    (dest / "requirements.txt").write_text("\n".join(header + ["-c constraints.txt"] * bool(torch_version) + pins) + "\n")
     if torch_version:
-        (dest / "constraints.txt").write_text(
-            "# The torch of the SageMaker PyTorch container (its CUDA build); pip must not replace it.\n"
-            f"torch=={torch_version}\n"
-        )
-    for name in NEVER_STAGED:
-        (dest / name).unlink(missing_ok=True)
+        (dest / "constraints.txt").write_text("# The torch of the SageMaker PyTorch container (its CUDA build); pip "
+                                              f"must not replace it.\ntorch=={torch_version}\n")  # fmt: skip
     return dest
 
 
