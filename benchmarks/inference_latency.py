@@ -444,7 +444,7 @@ def to_markdown(r: dict) -> str:
         f"- Machine: {r['cpu']}; torch {r['torch']}, onnxruntime {r['onnxruntime']}. 1-min load average "
         f"{r['load_avg'][0]} before, {r['load_avg'][3]} after, on 2 vCPUs"
         + (f": {r['note']}" if r["note"] else "") + ". Absolute numbers are noisy on a shared machine; the ratios "
-        "come from interleaved rounds (every backend once per round).",
+        "come from the same interleaved rounds.",
         f"- Model: {r['model']}; max_length 128; sentences: {r['sentences']}.",
         "- Every backend runs behind the same handler code (`ColaModel.logits`: `tokenizers` tokenization, dynamic",
         f"  padding, float32 logits). Single sentences: {rounds['single']} random ones per backend, the backends taking "
