@@ -60,7 +60,6 @@ def quiet_sagemaker_sdk() -> None:
 
 
 def import_sagemaker():
-    """`import sagemaker`, quietly; a missing package becomes a LaunchError."""
     quiet_sagemaker_sdk()
     try:
         import sagemaker
@@ -91,7 +90,6 @@ def _profile(aws_cfg: Any) -> str | None:
 
 
 def resolve_region(aws_cfg: Any = None) -> str:
-    """Region from `aws.region`, AWS_REGION, AWS_DEFAULT_REGION or the profile's config. Makes no AWS call."""
     region = opt(aws_cfg, "region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         with aws_errors():
@@ -104,7 +102,6 @@ def resolve_region(aws_cfg: Any = None) -> str:
 
 
 def boto_session(aws_cfg: Any = None, region: str | None = None):
-    """A boto3 Session for `aws.profile` (else AWS_PROFILE / the default chain) in the resolved region."""
     import boto3
 
     with aws_errors():
@@ -112,9 +109,8 @@ def boto_session(aws_cfg: Any = None, region: str | None = None):
 
 
 def sagemaker_session(boto: Any, *, default_bucket: str | None = None):
-    """A SageMaker SDK v2 Session on `boto` (its clients, so AWS_ENDPOINT_URL applies), telemetry opted out. Makes no
-    AWS call. Pass `default_bucket` whenever the SDK may need one: its own lookup asks a hard-coded public STS
-    endpoint for the account."""
+    """On `boto`'s clients, so AWS_ENDPOINT_URL applies. Pass `default_bucket` whenever the SDK may need one: its
+    own lookup asks a hard-coded public STS endpoint for the account."""
     sm = import_sagemaker()
     with aws_errors():
         return sm.Session(boto_session=boto, sagemaker_client=boto.client("sagemaker"),
@@ -122,48 +118,12 @@ def sagemaker_session(boto: Any, *, default_bucket: str | None = None):
                           sagemaker_config=sdk_defaults_config())  # fmt: skip
 
 
-def resolve_role(aws_cfg: Any, boto: Any) -> str:
-    """The SageMaker execution role ARN.
-
-    `aws.role` (an ARN, or a role name expanded through IAM); in a SageMaker notebook/Studio what
-    `sagemaker.get_execution_role()` finds; else the caller's own identity when it is a role (an assumed role maps to
-    its IAM role). A plain IAM user → LaunchError explaining `aws.role=...`.
-    """
-    role = opt(aws_cfg, "role")
-    if role:
-        role = str(role)
-        if role.startswith("arn:"):
-            return validate.role_arn(role)
-        with aws_errors(f"expanding the role name {role!r} to an ARN"):
-            return boto.client("iam").get_role(RoleName=role)["Role"]["Arn"]
-    if os.path.exists(NOTEBOOK_METADATA_FILE):
-        try:
-            with aws_errors("looking up the execution role"):
-                return import_sagemaker().get_execution_role(sagemaker_session(boto))
-        except (LaunchError, ValueError) as err:
-            raise LaunchError(NO_ROLE_MESSAGE.format(detail=f" here ({err})")) from err
-    with aws_errors("looking up the caller identity for the execution role"):
-        caller = boto.client("sts").get_caller_identity()["Arn"]
-    if ":role/" in caller:
-        return caller
-    match = _ASSUMED_ROLE_RE.match(caller)
-    if match:
-        partition, account, name = match.groups()
-        try:
-            return boto.client("iam").get_role(RoleName=name)["Role"]["Arn"]  # with the role's path
-        except Exception:  # noqa: BLE001 (no iam:GetRole: the same fallback as the SDK)
-            return f"{partition}iam::{account}:role/{name}"
-    raise LaunchError(NO_ROLE_MESSAGE.format(detail=f": your credentials belong to {caller}, which is not a role"))
-
-
 def s3_uri(bucket: str, *parts: str | None) -> str:
-    """`s3://bucket/part1/part2` with empty parts skipped and duplicate slashes removed."""
     key = "/".join(str(p).strip("/") for p in parts if p is not None and str(p).strip("/"))
     return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` → (bucket, key); anything else → LaunchError."""
     match = re.match(r"^s3://([^/]+)/?(.*)$", uri or "")
     if not match:
         raise LaunchError(f"`{uri}` is not an S3 URI; expected s3://<bucket>/<key>.")
@@ -188,7 +148,34 @@ class AwsContext:
 
     @functools.cached_property
     def role(self) -> str:
-        return resolve_role(self.cfg, self.boto_session)
+        """The SageMaker execution role ARN: `aws.role` (an ARN, or a role name expanded through IAM); in a SageMaker
+        notebook/Studio what `sagemaker.get_execution_role()` finds; else the caller's own identity when it is a role
+        (an assumed role maps to its IAM role). A plain IAM user → LaunchError explaining `aws.role=...`."""
+        role, client = str(opt(self.cfg, "role", "")), self.client
+        if role.startswith("arn:"):
+            return validate.role_arn(role)
+        if role:
+            with aws_errors(f"expanding the role name {role!r} to an ARN"):
+                return client("iam").get_role(RoleName=role)["Role"]["Arn"]
+        if os.path.exists(NOTEBOOK_METADATA_FILE):
+            try:
+                with aws_errors("looking up the execution role"):
+                    return import_sagemaker().get_execution_role(sagemaker_session(self.boto_session))
+            except (LaunchError, ValueError) as err:
+                raise LaunchError(NO_ROLE_MESSAGE.format(detail=f" here ({err})")) from err
+        with aws_errors("looking up the caller identity for the execution role"):
+            caller = client("sts").get_caller_identity()["Arn"]
+        if ":role/" in caller:
+            return caller
+        match = _ASSUMED_ROLE_RE.match(caller)
+        if not match:
+            detail = f": your credentials belong to {caller}, which is not a role"
+            raise LaunchError(NO_ROLE_MESSAGE.format(detail=detail))
+        partition, account, name = match.groups()
+        try:
+            return client("iam").get_role(RoleName=name)["Role"]["Arn"]  # with the role's path
+        except Exception:  # noqa: BLE001 (no iam:GetRole: the same fallback as the SDK)
+            return f"{partition}iam::{account}:role/{name}"
 
     @functools.cached_property
     def account(self) -> str:
@@ -219,7 +206,6 @@ class AwsContext:
 
     @property
     def endpoint_url(self) -> str:
-        """Where SageMaker API calls go (AWS_ENDPOINT_URL when set)."""
         return self.client("sagemaker").meta.endpoint_url
 
     def describe(self) -> dict[str, str]:
@@ -263,7 +249,6 @@ class AwsContext:
         return True
 
     def download(self, uri: str, dest: Path) -> Path:
-        """Download one S3 object into the directory `dest`; returns the local file."""
         bucket, key = parse_s3_uri(uri)
         if not key or key.endswith("/"):
             raise LaunchError(f"{uri} names no object: give the full key, e.g. s3://bucket/job/output/model.tar.gz.")
