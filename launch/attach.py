@@ -53,7 +53,6 @@ def download_model(ctx: AwsContext, model_data: str, dest: Path) -> Path:
 
 
 def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
-    """Stream the logs of the training job `cfg.attach`, wait for it, download its model (see the module doc)."""
     name = str(cfg.attach)
     ctx = AwsContext(cfg.aws)
     described = ctx.training_job(name, "or pass aws.region=<region>")

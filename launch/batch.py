@@ -125,7 +125,6 @@ def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Imag
 
 
 def summarise(out_file: Path, expected_lines: int | None) -> dict[str, Any]:
-    """Count the answers and their labels; warn when they do not match the input's line count."""
     labels: collections.Counter[str] = collections.Counter()
     count = 0
     with open(out_file, encoding="utf-8") as handle:

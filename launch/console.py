@@ -21,17 +21,14 @@ DRY_RUN_FOOTER = "Dry run: no AWS call was made; nothing was uploaded or created
 
 
 def info(message: str = "") -> None:
-    """A plain progress line on stdout."""
     out.print(escape(message))
 
 
 def warn(message: str) -> None:
-    """A highlighted warning paragraph on stderr."""
     err.print(f"[bold yellow]Warning:[/] {escape(message)}")
 
 
 def error(message: str) -> None:
-    """A highlighted error paragraph on stderr."""
     err.print(f"[bold red]Error:[/] {escape(message)}")
 
 

@@ -152,7 +152,6 @@ def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
 
 
 def deploy_model(ctx: AwsContext, plan: Plan, model_data: str, *, wait: bool) -> None:
-    """PyTorchModel(...).deploy(...): CreateModel, CreateEndpointConfig, CreateEndpoint (and wait for InService)."""
     model = images.pytorch_model(ctx, plan.image, model_data, plan.endpoint_name, plan.env, plan.workers)
     kwargs: dict[str, Any] = {"endpoint_name": plan.endpoint_name, "wait": wait}
     if plan.serverless:
@@ -293,7 +292,6 @@ def run_delete(cfg: DictConfig) -> dict[str, Any]:
 
 
 def execute(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured action; problems raise LaunchError (one paragraph)."""
     action = str(cfg.get("action") or "deploy")
     if action not in ("deploy", "delete"):
         raise LaunchError(f"action={action} is not one of deploy, delete.")

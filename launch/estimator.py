@@ -62,7 +62,6 @@ def metric_definitions() -> list[dict[str, str]]:
 
 @functools.cache
 def estimator_arguments() -> frozenset[str]:
-    """Every keyword argument of sagemaker.pytorch.PyTorch (its own, Framework's and EstimatorBase's)."""
     import_sagemaker()
     from sagemaker.estimator import EstimatorBase, Framework
     from sagemaker.pytorch import PyTorch
@@ -130,7 +129,6 @@ def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
 
 
 def logs_setting(value: Any) -> str:
-    """`sagemaker.logs`: All | None (also true/false/null) → what Estimator.fit(logs=...) takes."""
     text = {"true": "All", "all": "All", "false": "None", "none": "None", "null": "None"}.get(str(value).lower())
     if text is None:
         raise LaunchError(f"sagemaker.logs={value} must be All (stream the job's log while waiting) or None.")

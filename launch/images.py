@@ -69,10 +69,8 @@ def available_versions(region: str, instance_type: str | None = None) -> dict[st
 
 def choose(region: str, instance_type: str | None, *, framework_version: str | None = None,
            py_version: str | None = None, image_uri: str | None = None) -> Image:  # fmt: skip
-    """The serving image: `image_uri` as given, else the pinned `framework_version`, else the newest offered.
-
-    `instance_type=None` means serverless (CPU). An unsupported combination → LaunchError listing the SDK's versions.
-    """
+    """`image_uri` as given, else the pinned `framework_version`, else the newest offered; `instance_type=None`
+    means serverless (CPU)."""
     versions = available_versions(region, instance_type)
     if not versions:
         raise LaunchError(
@@ -107,7 +105,6 @@ def choose(region: str, instance_type: str | None, *, framework_version: str | N
 
 
 def serving_env(node: Any) -> dict[str, str]:
-    """`<node>.env` plus what makes the container run the archive's own code/inference.py."""
     from omegaconf import DictConfig, OmegaConf
 
     raw = OmegaConf.to_container(node.env, resolve=True) if isinstance(node.get("env"), DictConfig) else {}
@@ -115,8 +112,7 @@ def serving_env(node: Any) -> dict[str, str]:
 
 
 def pytorch_model(ctx: Any, image: Image, model_data: str, name: str, env: dict[str, str], workers: int | None = None):
-    """The SDK's PyTorchModel for an exported archive. No entry_point: the container runs the archive's own
-    code/inference.py (SAGEMAKER_PROGRAM in `env`), so the SDK never repacks the archive."""
+    """No entry_point: the container runs the archive's own code/inference.py (SAGEMAKER_PROGRAM in `env`)."""
     import_sagemaker()
     from sagemaker.pytorch import PyTorchModel
 

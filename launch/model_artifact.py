@@ -111,7 +111,6 @@ def upload_uri(ctx: AwsContext, artifact: Artifact, *, planned: bool = False) ->
 
 
 def upload_once(ctx: AwsContext, artifact: Artifact) -> str:
-    """Upload a local archive to `upload_uri` unless an object of the same sha256 and size is already there."""
     uri = upload_uri(ctx, artifact)
     if not ctx.upload(Path(artifact.source), uri, artifact.source, sha256=artifact.digest, announce=True):
         info(f"Model archive already uploaded: {uri} (same sha256)")

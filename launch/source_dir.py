@@ -116,7 +116,7 @@ def stage(dest: Path, pins: list[str], *, torch_version: str | None = None) -> P
     return dest
 
 
-def describe(source_dir: Path) -> str:
+def describe(source_dir: str | Path) -> str:
     """`sagemaker_entry.py, cola_bert/ (14 files), conf/ (40 files), requirements.txt, ...` for plans."""
     parts = []
     for item in sorted(Path(source_dir).iterdir(), key=lambda p: (p.name != ENTRY_POINT, p.is_file(), p.name)):

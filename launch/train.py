@@ -35,7 +35,7 @@ from cola_bert.sweep import SweepTable, describe_failure
 from launch import channels, console, estimator, source_dir, validate
 from launch.errors import LaunchError, aws_errors, exit_on_error
 from launch.estimator import logs_setting, metric_definitions, sent_hyperparameters
-from launch.overrides import refuse_before_hydra, split_overrides
+from launch.overrides import SplitOverrides, refuse_before_hydra, split_overrides
 from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk
 
 CONF_DIR = str(conf_dir())
@@ -56,12 +56,10 @@ class PreparedJob:
     kwargs: dict[str, Any]
     estimator: Any
     image_uri: str
-    hyperparameters: dict[str, str]
-    launcher_only: list[str]
+    split: SplitOverrides
     pins: list[str]
     prepared: channels.PreparedData | None  # None when sagemaker.inputs gives existing S3 data
     given_inputs: dict[str, str] | None
-    staged: Path
     wait: bool
     logs: str
     dry: bool
@@ -96,7 +94,7 @@ class PreparedJob:
             "region": self.ctx.region, "role": kw["role"], "bucket": self.bucket, "prefix": self.ctx.prefix or "-"})}
         rows |= {
             "image uri": self.image_uri,
-            "entry point": f"{kw['entry_point']} (source_dir: {source_dir.describe(self.staged)})",
+            "entry point": f"{kw['entry_point']} (source_dir: {source_dir.describe(kw['source_dir'])})",
             "instances": f"{kw['instance_type']} x {kw.get('instance_count', 1)}",
             "spot": f"yes (max_wait {kw['max_wait']} s)" if kw.get("use_spot_instances") else "no",
             "checkpoints": kw.get("checkpoint_s3_uri") or "- (not synced to S3)",
@@ -105,8 +103,8 @@ class PreparedJob:
         for channel, uri in uris.items():
             detail = f" ({self.prepared.rows[channel]} rows)" if self.prepared and channel in self.prepared.rows else ""
             rows[f"channel {channel}"] = uri + detail + (f", {actions[channel]}" if actions and channel in actions else "")
-        rows["hyperparameters"] = self.hyperparameters or "{} (the defaults of conf/train.yaml)"
-        rows["launcher only"] = self.launcher_only or "-"
+        rows["hyperparameters"] = self.split.hyperparameters or "{} (the defaults of conf/train.yaml)"
+        rows["launcher only"] = self.split.launcher_only or "-"
         rows["requirements"] = " ".join(self.pins) + ("" if kw.get("image_uri") else " (torch from the image)")
         rows["metrics"] = [d["Name"] for d in kw["metric_definitions"]]
         shown = {"entry_point", "source_dir", "role", "instance_type", "instance_count", "use_spot_instances",
@@ -127,7 +125,7 @@ class PreparedJob:
             "job_name": self.name, "region": region, "image_uri": self.image_uri,
             "instance_type": kw["instance_type"], "instance_count": kw.get("instance_count", 1),
             "distribution": kw.get("distribution"), "spot": bool(kw.get("use_spot_instances")),
-            "checkpoint_s3_uri": kw.get("checkpoint_s3_uri"), "hyperparameters": self.hyperparameters,
+            "checkpoint_s3_uri": kw.get("checkpoint_s3_uri"), "hyperparameters": self.split.hyperparameters,
             "requirements": self.pins, "overrides": list(overrides), "channels": self.channel_uris(),
             "rows": dict(self.prepared.rows) if self.prepared else None, "output_path": kw["output_path"],
             "model_data": f"{kw['output_path']}/{self.name}/output/model.tar.gz",
@@ -186,8 +184,8 @@ def prepare_job(
     validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters))
     if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
         kwargs, sdk_estimator = build(ctx.role, planned=False)
-    return PreparedJob(name, ctx, kwargs, sdk_estimator, image_uri, split.hyperparameters, split.launcher_only, pins,
-                       prepared, given, staged, wait, logs_setting(sm_cfg.get("logs", "All")), dry, notes)  # fmt: skip
+    logs = logs_setting(sm_cfg.get("logs", "All"))
+    return PreparedJob(name, ctx, kwargs, sdk_estimator, image_uri, split, pins, prepared, given, wait, logs, dry, notes)
 
 
 def write_record(record: dict[str, Any], run_dir: Path | None) -> None:

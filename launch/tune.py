@@ -98,7 +98,7 @@ def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) 
         # SageMaker counts the tuned keys and `_tuning_objective_metric` among the job's hyperparameters too.
         static = launch_train.sent_hyperparameters(job.estimator, name, job.kwargs["code_location"], job.ctx.region)
         sent = {**static, **{key: "0" for key in ranges}, "_tuning_objective_metric": str(tune_cfg.objective_metric_name)}
-        validate.hyperparameters(sent, sdk_keys=len(sent) - len(job.hyperparameters) - len(ranges))
+        validate.hyperparameters(sent, sdk_keys=len(sent) - len(job.split.hyperparameters) - len(ranges))
         from sagemaker.tuner import HyperparameterTuner
 
         settings = {k: str(tune_cfg[k]) for k in ("objective_metric_name", *CHOICES)}

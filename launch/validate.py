@@ -40,17 +40,14 @@ def _member_shape(operation: str, member: str):
 
 
 def enum(shape: str) -> list[str]:
-    """The values botocore's service model allows for the string shape `shape` (e.g. HyperParameterScalingType)."""
     return list(_service_model().shape_for(shape).enum)
 
 
 def instance_types(operation: str, member: str | None = None) -> list[str]:
-    """Every instance type botocore's service model allows for `operation` (its enum, in the model's order)."""
     return list(_member_shape(operation, member or INSTANCE_TYPE_MEMBERS[operation]).enum)
 
 
 def instance_type(value: str, operation: str, member: str | None = None, *, setting: str = "instance_type") -> str:
-    """`value` if SageMaker accepts it for `operation`, else a LaunchError naming the closest valid types."""
     import botocore
 
     allowed = instance_types(operation, member)
@@ -98,7 +95,6 @@ def bucket_name(name: str, *, setting: str = "aws.bucket") -> str:
 
 
 def role_arn(arn: str, *, setting: str = "aws.role") -> str:
-    """An IAM role ARN in the shape CreateTrainingJob / CreateModel accept (the service model's RoleArn pattern)."""
     shape = _service_model().shape_for("RoleArn")
     pattern, low, high = shape.metadata["pattern"], shape.metadata["min"], shape.metadata["max"]
     if not (low <= len(arn) <= high and re.fullmatch(pattern, arn)):
@@ -107,7 +103,6 @@ def role_arn(arn: str, *, setting: str = "aws.role") -> str:
 
 
 def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob", member: str = "TrainingJobName") -> str:
-    """A SageMaker resource name as `operation` accepts it for `member` (pattern and length from the service model)."""
     shape = _member_shape(operation, member)
     if not (len(value) <= shape.metadata["max"] and re.fullmatch(shape.metadata["pattern"], value)):
         raise LaunchError(
