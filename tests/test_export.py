@@ -498,6 +498,9 @@ def _copy_model(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
         ("corrupt_tar", r"truncated or corrupt"),
         ("unknown_format", r"Unknown format='tensorflow'"),
         ("bad_max_length", r"max_length=1024 exceeds"),
+        ("int8_for_gpu", r"quantize=int8 targets CPU endpoints .* For a GPU endpoint export fp32"),
+        ("bad_block_size", r"block_size must be a power of two >= 16 .* got 100"),
+        ("unknown_int8_matmul", r"Unknown int8_matmul='per_row'. Choose one of: blockwise, per_tensor"),
     ],
 )
 def test_bad_inputs_fail_with_a_clear_error_and_write_nothing(case, match, tiny_model_dir, tmp_path):
@@ -521,6 +524,12 @@ def test_bad_inputs_fail_with_a_clear_error_and_write_nothing(case, match, tiny_
         kwargs["format"] = "tensorflow"
     elif case == "bad_max_length":
         kwargs["max_length"] = 1024
+    elif case == "int8_for_gpu":
+        kwargs.update(format="onnx", quantize="int8", onnxruntime_package="onnxruntime-gpu")
+    elif case == "bad_block_size":
+        kwargs.update(format="onnx", quantize="int8", block_size=100)
+    elif case == "unknown_int8_matmul":
+        kwargs.update(format="onnx", quantize="int8", int8_matmul="per_row")
     out = tmp_path / "out"
     with pytest.raises(ExportError, match=match):
         export_model(source, out, **kwargs)

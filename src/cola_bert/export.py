@@ -239,6 +239,13 @@ def export_model(
         raise ExportError(f"min_agreement must lie in 0..1 (a share of labels), got {min_agreement!r}.")
     if onnxruntime_package not in ("onnxruntime", "onnxruntime-gpu"):
         raise ExportError(f"onnxruntime_package must be onnxruntime or onnxruntime-gpu, got {onnxruntime_package!r}.")
+    if quantize == "int8" and onnxruntime_package == "onnxruntime-gpu":
+        raise ExportError(
+            "quantize=int8 targets CPU endpoints (its 8-bit MatMulNBits kernels run on the CPU), so pairing it with "
+            "onnxruntime_package=onnxruntime-gpu would run most of it on the CPU of a GPU instance. For a GPU endpoint "
+            "export fp32 (format=onnx onnxruntime_package=onnxruntime-gpu, or format=torchscript); for a CPU endpoint "
+            "drop onnxruntime_package."
+        )
     if jit_optimize not in JIT_OPTIMIZE:
         raise ExportError(f"Unknown jit_optimize={jit_optimize!r}. Choose one of: {', '.join(JIT_OPTIMIZE)}.")
     if not isinstance(max_length, int) or max_length < 1:
