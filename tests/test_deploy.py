@@ -34,6 +34,9 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 ECR = f"763104351884.dkr.ecr.{REGION}.amazonaws.com"
 DEFAULT_BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"
 SENTENCES = ["The cat sat on the mat.", "Cat the mat on sat the."]
+# moto's CreateEndpointConfig enum predates the c6i family that conf/deploy/cpu.yaml defaults to (botocore's service
+# model and SageMaker accept it): deployments run against moto pick an older CPU type.
+MOTO_CPU = "deploy.instance_type=ml.c5.large"
 
 
 def cfg_for(*overrides: str, return_hydra_config: bool = False):
@@ -104,7 +107,7 @@ def repack(source: Path, dest: Path, *, extra: tarfile.TarInfo | None = None, re
 
 @pytest.mark.parametrize(
     ("option", "mode", "instance"),
-    [("cpu", "realtime", "ml.c5.large"), ("gpu", "realtime", "ml.g5.xlarge"), ("serverless", "serverless", None)],
+    [("cpu", "realtime", "ml.c6i.large"), ("gpu", "realtime", "ml.g5.xlarge"), ("serverless", "serverless", None)],
 )
 def test_deploy_options_compose_with_one_schema(option, mode, instance, clean_env):
     d = cfg_for(f"deploy={option}").deploy
@@ -117,7 +120,7 @@ def test_deploy_options_compose_with_one_schema(option, mode, instance, clean_en
 def test_defaults_and_hydra_writes_nothing(clean_env, monkeypatch):
     monkeypatch.setenv("SAGEMAKER_ROLE", ROLE)
     cfg = cfg_for(return_hydra_config=True)
-    assert (cfg.deploy.mode, cfg.deploy.instance_type, cfg.aws.role) == ("realtime", "ml.c5.large", ROLE)
+    assert (cfg.deploy.mode, cfg.deploy.instance_type, cfg.aws.role) == ("realtime", "ml.c6i.large", ROLE)
     assert cfg.hydra.output_subdir is None and cfg.hydra.job.chdir is False and cfg.hydra.run.dir == "."
     assert (cfg.action, cfg.wait, cfg.dry_run, cfg.endpoint_name, cfg.model_name) == ("deploy", True, False, None, None)
     assert list(cfg.smoke_test.sentences) == SENTENCES and cfg.smoke_test.request_key == "inputs"
@@ -272,7 +275,7 @@ def test_deploy_cpu_uploads_once_creates_and_smoke_tests(archive, handler_contai
                                                          capsys):  # fmt: skip
     import boto3
 
-    cfg = cfg_for(f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=ep-one")
+    cfg = cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=ep-one")
     result = deploy.execute(cfg)
     key = f"cola-bert/models/{sha256(archive)}/model.tar.gz"
     assert result["model_data"] == f"s3://{DEFAULT_BUCKET}/{key}"
@@ -298,7 +301,7 @@ def test_deploy_cpu_uploads_once_creates_and_smoke_tests(archive, handler_contai
     assert "action=delete endpoint_name=ep-one" in out
 
     api_calls.clear()  # the same archive again: no second upload
-    deploy.execute(cfg_for(f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=ep-two", "wait=false"))
+    deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=ep-two", "wait=false"))
     assert ops(api_calls, "PutObject") == [] and ops(api_calls, "CreateMultipartUpload") == []
     assert len(ops(api_calls, "HeadObject")) == 1 and len(ops(api_calls, "CreateModel")) == 1
 
@@ -325,7 +328,7 @@ def test_deploy_s3_archive_is_used_as_is(archive, handler_container, api_calls):
     s3.upload_file(str(archive), "models-bucket", "runs/7/model.tar.gz")
     api_calls.clear()
     uri = "s3://models-bucket/runs/7/model.tar.gz"
-    result = deploy.execute(cfg_for(f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3",
+    result = deploy.execute(cfg_for(MOTO_CPU, f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3",
                                     "aws.bucket=models-bucket"))  # fmt: skip
     assert result["plan"].artifact.manifest["format"] == "torchscript"  # read from the head of the object
     (create_model,) = ops(api_calls, "CreateModel")
@@ -354,7 +357,7 @@ def test_deploy_training_job_exports_for_real(tiny_model_dir, tmp_path, handler_
             tar.add(path, arcname=path.name)
     s3.upload_file(str(job_tar), "jobs", "out/cola-job-1/output/model.tar.gz")
 
-    result = deploy.execute(cfg_for("training_job=cola-job-1", f"aws.role={ROLE}", "endpoint_name=from-job"))
+    result = deploy.execute(cfg_for(MOTO_CPU, "training_job=cola-job-1", f"aws.role={ROLE}", "endpoint_name=from-job"))
     artifact = result["plan"].artifact
     assert artifact.manifest["format"] == "torchscript" and artifact.manifest["source"]
     (create_model,) = ops(api_calls, "CreateModel")
@@ -374,11 +377,11 @@ def test_deploy_training_job_exports_for_real(tiny_model_dir, tmp_path, handler_
 
 def test_training_job_not_found(handler_container):
     with pytest.raises(NotFound, match="There is no training job nope in us-east-1"):
-        deploy.execute(cfg_for("training_job=nope", f"aws.role={ROLE}"))
+        deploy.execute(cfg_for(MOTO_CPU, "training_job=nope", f"aws.role={ROLE}"))
 
 
 def test_wait_false_skips_the_smoke_test(archive, handler_container, api_calls, capsys):
-    result = deploy.execute(cfg_for(f"model_data={archive}", f"aws.role={ROLE}", "wait=false"))
+    result = deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "wait=false"))
     assert "predictions" not in result
     assert ops(api_calls, "InvokeEndpoint") == [] and ops(api_calls, "DescribeEndpoint") == []
     assert "aws sagemaker describe-endpoint" in capsys.readouterr().out
@@ -387,7 +390,7 @@ def test_wait_false_skips_the_smoke_test(archive, handler_container, api_calls, 
 def test_smoke_test_failure_says_how_to_clean_up(archive, handler_container):
     # {"text": [...]} is not a request the handler takes: it answers 400, which SageMaker passes on as ModelError.
     with pytest.raises(LaunchError) as info:
-        deploy.execute(cfg_for(f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=bad-request",
+        deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=bad-request",
                                "smoke_test.request_key=text"))  # fmt: skip
     text = str(info.value)
     assert text.startswith("The endpoint bad-request is InService but the test request failed")
@@ -400,7 +403,7 @@ def test_smoke_test_failure_says_how_to_clean_up(archive, handler_container):
 def test_delete_removes_endpoint_config_and_model(archive, handler_container, capsys):
     import boto3
 
-    deploy.execute(cfg_for(f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=gone", "wait=false"))
+    deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=gone", "wait=false"))
     result = deploy.execute(cfg_for("action=delete", "endpoint_name=gone"))
     assert result["deleted"] == {"endpoint": "gone", "endpoint_config": "gone", "models": ["gone"]}
     sm = boto3.client("sagemaker", region_name=REGION)
