@@ -7,6 +7,7 @@ exceptions they all raise (``ExportError``, ``ExportVerificationError``; re-expo
 
 from __future__ import annotations
 
+import collections
 import logging
 import warnings
 from contextlib import contextmanager
@@ -195,9 +196,9 @@ def write_onnx(wrapper: LogitsWrapper, example: tuple, path: Path, max_length: i
 def write_onnx_fusable(wrapper: LogitsWrapper, example: tuple, path: Path) -> None:
     """The graph the int8 path starts from: eager attention, TorchScript-based ONNX exporter (``dynamo=False``).
 
-    ONNX Runtime's transformer optimizer recognises this graph's attention and embeddings and fuses them into
-    ``Attention`` / ``EmbedLayerNormalization`` (then ``QAttention``: one int8 QKV projection per layer); it fuses
-    neither in the dynamo exporter's graph (measured with transformers 5 and torch 2.13; docs/serving.md).
+    ONNX Runtime's transformer optimizer recognises this graph's attention and embeddings and fuses them
+    (``MultiHeadAttention`` or ``Attention``, ``EmbedLayerNormalization``: see ``quantize_onnx``); it fuses neither
+    in the dynamo exporter's graph (measured with transformers 5 and torch 2.13; docs/serving.md).
     """
     model = wrapper.model
     previous = model.config._attn_implementation
@@ -238,44 +239,37 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
     options.use_multi_head_attention = blockwise  # Q, K, V stay MatMuls for step 2
     root = logging.getLogger()  # the quantizers log advice and progress on the root logger
     level = root.level
-    fused_path, nbits_path = target.with_name("fused.onnx"), target.with_name("nbits.onnx")
     try:
         root.setLevel(logging.ERROR)
-        with quiet():
+        with quiet():  # each step hands its graph to the next in memory
             fused = optimizer.optimize_model(str(source), model_type="bert", opt_level=1,
                                              num_heads=int(config.num_attention_heads),
                                              hidden_size=int(config.hidden_size), optimization_options=options)
             fused_ops = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
-            fused.save_model_to_file(str(fused_path))
-            del fused
+            graph = fused.model
             if blockwise:
-                nbits = MatMulNBitsQuantizer(onnx.load(str(fused_path)), bits=8, block_size=block_size,
-                                             is_symmetric=True, accuracy_level=4)
+                nbits = MatMulNBitsQuantizer(graph, bits=8, block_size=block_size, is_symmetric=True,
+                                             accuracy_level=4)
                 nbits.process()
-                nbits.model.save_model_to_file(str(nbits_path), use_external_data_format=False)
-                del nbits
+                graph = nbits.model.model
             op_types = ["Gather", "EmbedLayerNormalization"] + ([] if blockwise else ["MatMul", "Attention"])
-            quantize_dynamic(nbits_path if blockwise else fused_path, target, weight_type=QuantType.QInt8,
-                             per_channel=per_channel, reduce_range=reduce_range, op_types_to_quantize=op_types,
+            quantize_dynamic(graph, target, weight_type=QuantType.QInt8, per_channel=per_channel,
+                             reduce_range=reduce_range, op_types_to_quantize=op_types,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
-        fused_path.unlink(missing_ok=True)
-        nbits_path.unlink(missing_ok=True)
-    ops: dict[str, int] = {}
-    for node in onnx.load(str(target), load_external_data=False).graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    ops = collections.Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)
     return {
         "method": "onnxruntime: transformers.optimizer fusion, "
-                  + ("MatMulNBits 8-bit (block-wise), " if matmul == "blockwise" else "") + "quantize_dynamic",
+                  + ("MatMulNBits 8-bit (block-wise), " if blockwise else "") + "quantize_dynamic",
         "onnxruntime_version": package_version("onnxruntime"),
         "matmul": matmul,
-        "block_size": block_size if matmul == "blockwise" else None,
+        "block_size": block_size if blockwise else None,
         "weight_type": "QInt8",
         "per_channel": per_channel,
         "reduce_range": reduce_range,
         "fused": fused_ops,
         "int8_ops": {op: n for op, n in sorted(ops.items())
                      if op in ("MatMulNBits", "QAttention", "QEmbedLayerNormalization", "MatMulInteger")},
-        "fp32_matmuls": ops.get("MatMul", 0),
+        "fp32_matmuls": ops["MatMul"],
     }
