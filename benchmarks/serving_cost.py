@@ -37,6 +37,10 @@ def per_million(usd_per_hour: float, sentences_per_s: float) -> float:
     return usd_per_hour / (sentences_per_s * 3600) * 1e6
 
 
+def serverless_usd_per_hour(memory_mb: int) -> float:
+    return SERVERLESS_USD_PER_S_1GB * memory_mb / 1024 * 3600
+
+
 def section(result: dict) -> str:
     rows = {SHORT[name]: row for name, row in result["backends"]["1"].items() if name in SHORT}
     batch = result["rounds"]["batch_size"]
@@ -89,16 +93,18 @@ def section(result: dict) -> str:
         f"**Serverless** (list: ${SERVERLESS_USD_PER_S_1GB:.7f} per second per GB of memory, plus $0.016 per GB of "
         "data in/out; nothing while idle; cold starts of seconds). AWS does not publish the CPU share per memory "
         "size; the estimate assumes a CPU share of " + ", ".join(f"{cores:g}" for cores in SERVERLESS.values())
-        + " cores at " + ", ".join(f"{mb}" for mb in SERVERLESS) + " MB. A single sentence uses one thread, so larger sizes only cost more for it; "
-        f"a batch of {batch} is assumed to use the extra cores fully (same cost at every size).",
+        + " cores at " + ", ".join(f"{mb}" for mb in SERVERLESS) + " MB. A single sentence uses one thread, so "
+        f"larger sizes only cost more for it; a batch of {batch} is assumed to use the extra cores fully (same cost "
+        "at every size).",
         "",
         "| backend | " + " | ".join(f"{mb} MB, batch 1" for mb in SERVERLESS) + f" | any size, batch {batch} |",
         "|---|" + "---:|" * (len(SERVERLESS) + 1),
     ]
     for name, row in rows.items():
-        cells = [per_million(SERVERLESS_USD_PER_S_1GB * mb / 1024 * 3600, 1000 / row["p50_ms"] * min(cores, 1))
+        cells = [per_million(serverless_usd_per_hour(mb), 1000 / row["p50_ms"] * min(cores, 1))
                  for mb, cores in SERVERLESS.items()]
-        batched = per_million(SERVERLESS_USD_PER_S_1GB * 2 * 3600, row["batch_sentences_per_s"])
+        # price per core's worth of CPU: the same at every size under the assumption above
+        batched = per_million(serverless_usd_per_hour(2048) / SERVERLESS[2048], row["batch_sentences_per_s"])
         lines.append(f"| {name} | " + " | ".join(f"${c:.2f} / M" for c in cells) + f" | ${batched:.2f} / M |")
     lines += [
         "",

@@ -10,8 +10,9 @@ model is wrapped as ``(input_ids, attention_mask) -> logits`` and exported; the 
 compared with the eager model on fresh random batches (batch sizes 1, 8, 64 × lengths from 1 to ``max_length``). If
 the largest |Δlogit| exceeds ``tolerance`` the export fails and nothing is written. ``quantize=int8`` (ONNX only)
 fuses the verified fp32 graph and quantizes it with ONNX Runtime's own tools (8-bit block-wise MatMuls). Every
-export is then loaded through the handler and compared with the fp32 eager model on real sentences (GLUE dev when the CoLA archive is found, else a
-shipped sample): label agreement below ``min_agreement`` (default 0.97) refuses the export. Output::
+export is then loaded through the handler and compared with the fp32 eager model on real sentences (GLUE dev when
+the CoLA archive is found, else a shipped sample): label agreement below ``min_agreement`` (default 0.97) refuses
+the export. Output::
 
     OUT/model.tar.gz              what SageMaker deploys (the files below at its root)
     OUT/model/                    the same, unpacked
