@@ -27,7 +27,7 @@ from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import LaunchError, aws_errors, exit_on_error, lookup
-from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri
+from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
 
 MAX_PAYLOAD_MB = 100  # SageMaker: MaxPayloadInMB <= 100 and MaxPayloadInMB x MaxConcurrentTransforms <= 100
 # The request fields of the job (CreateTransformJob names): one JSON line answered per input line, in order.
@@ -149,7 +149,7 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     if local_input is not None and not local_input.is_file():
         raise LaunchError(f"input={data} does not exist (or is not a file): give a text file, one sentence per line.")
     lines = check_input_file(local_input, int(cfg.max_payload_mb)) if local_input else None
-    ctx = connect(cfg.aws)
+    ctx = AwsContext(cfg.aws)
     image = images.choose(ctx.region, str(cfg.instance_type), **{k: opt(cfg, k) for k in images.PINS})
     # The handler caps sentences per request (COLA_MAX_SENTENCES); a mini-batch holds up to max_payload_mb of
     # lines of at least 2 bytes each.

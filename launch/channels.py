@@ -80,7 +80,8 @@ def upload(ctx: AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dic
     uris, actions = channel_uris(ctx.bucket, ctx.prefix, prepared), {}
     for channel, path in prepared.files.items():
         sent = ctx.upload(path, uris[channel] + path.name, f"the {channel} data", sha256=prepared.sha256[channel])
-        actions[channel] = f"uploaded ({path.stat().st_size / 1024:.0f} KiB)" if sent else "already in S3, not uploaded again"
+        size_kib = path.stat().st_size / 1024
+        actions[channel] = f"uploaded ({size_kib:.0f} KiB)" if sent else "already in S3, not uploaded again"
     return uris, actions
 
 

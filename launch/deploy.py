@@ -26,7 +26,7 @@ from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error, lookup
 from launch.model_artifact import Artifact
-from launch.session import AwsContext, connect, import_sagemaker, opt, parse_s3_uri
+from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
 
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 EI_REFUSAL = (
@@ -141,12 +141,13 @@ def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
     name = opt(cfg, "endpoint_name") or import_sagemaker().utils.name_from_base(
         str(opt(d, "base_name") or "cola-bert"), max_length=63)  # fmt: skip
     workers = opt(d, "model_server_workers")
+    serverless = {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")}
     plan = Plan(
         str(name), image, images.serving_env(d), kind, source, instance_type,
         None if instance_type is None else int(opt(d, "initial_instance_count")),
-        None if instance_type else {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")},
+        None if instance_type else serverless,
         int(workers) if workers else None,
-    )  # fmt: skip
+    )
     plan.set_artifact(model_artifact.inspect_local(source) if kind == "local" else None)
     return plan
 
@@ -182,7 +183,8 @@ def smoke_test(ctx: AwsContext, name: str, sentences: list[str], request_key: st
     try:
         with aws_errors(f"invoking endpoint {name}"):
             answer = predictor.predict({request_key: sentences})
-        if not isinstance(answer, list) or len(answer) != len(sentences) or not all(isinstance(a, dict) for a in answer):
+        one_per_sentence = isinstance(answer, list) and len(answer) == len(sentences)
+        if not one_per_sentence or not all(isinstance(a, dict) for a in answer):
             detail = f"expected one JSON object per sentence, got {str(answer)[:300]}."
     except LaunchError as err:
         detail = str(err)
@@ -239,7 +241,7 @@ def delete(ctx: AwsContext, endpoint: str | None, model_name: str | None) -> dic
 def run_deploy(cfg: DictConfig) -> dict[str, Any]:
     kind, source = check_settings(cfg)
     dry, wait = bool(cfg.get("dry_run")), bool(cfg.get("wait", True))
-    ctx = connect(cfg.aws)  # no AWS call
+    ctx = AwsContext(cfg.aws)  # no AWS call
     plan = make_plan(cfg, ctx, kind, source)
     if kind == "s3":
         if dry:
@@ -280,7 +282,7 @@ def run_delete(cfg: DictConfig) -> dict[str, Any]:
         endpoint_name(str(endpoint), "endpoint_name")
     if model:
         validate.resource_name(str(model), "model_name", "CreateModel", "ModelName")
-    ctx = connect(cfg.aws)
+    ctx = AwsContext(cfg.aws)
     if cfg.get("dry_run"):
         rows = {"endpoint": endpoint or "-", "model": model or "-", "deletes": "the endpoint, its endpoint config and "
                 "its models (or the config and model of that name left by a failed deploy)", **ctx.describe()}

@@ -26,15 +26,21 @@ _STAGED = "the launcher stages cola_bert/, conf/ and requirements.txt"
 _OVERRIDES = "training overrides on the command line become the job's hyperparameters"
 # Estimator arguments the launcher sets itself, and where the user's setting goes instead.
 MANAGED = {
-    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py", "source_dir": _STAGED, "dependencies": _STAGED,
-    "git_config": "the code comes from this checkout", "training_recipe": "recipes are not used",
-    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py", "container_arguments": _OVERRIDES,
-    "recipe_overrides": "recipes are not used", "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
-    "hyperparameters": _OVERRIDES, "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
+    "entry_point": "the launcher stages cola_bert/sagemaker_entry.py",
+    "source_dir": _STAGED,
+    "dependencies": _STAGED,
+    "git_config": "the code comes from this checkout",
+    "container_entry_point": "the toolkit must start cola_bert/sagemaker_entry.py",
+    "container_arguments": _OVERRIDES,
+    "training_recipe": "recipes are not used",
+    "recipe_overrides": "recipes are not used",
+    "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
+    "hyperparameters": _OVERRIDES,
     "metric_definitions": "they match what the training script prints (launch.train.metric_definitions)",
+    "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
     "instance_groups": "use instance_type and instance_count",
     "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
-}  # fmt: skip
+}
 NETWORK_ISOLATION_MESSAGE = (
     "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
     "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "

@@ -23,12 +23,16 @@ from launch.errors import LaunchError
 
 # key == group, key starts with "group." or "group/"
 LAUNCHER_GROUPS = ("sagemaker", "aws", "tune", "hydra", "paths")
-LAUNCHER_KEYS = frozenset({"dry_run", "attach", "ckpt_path", "trainer.default_root_dir", "data.archive", "data.data_dir",
-                           "data.train_file", "data.val_file", "data.test_file", "data.url", "data.sha256"})  # fmt: skip
+LAUNCHER_KEYS = frozenset({
+    "dry_run", "attach", "ckpt_path", "trainer.default_root_dir",
+    "data.archive", "data.data_dir", "data.train_file", "data.val_file", "data.test_file", "data.url", "data.sha256",
+})  # fmt: skip
 REFUSED = {
-    "hparams_search": "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` "
-    "(SageMaker automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m "
-    "key=a,b ...` (one training job per combination).",
+    "hparams_search": (
+        "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` (SageMaker "
+        "automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m "
+        "key=a,b ...` (one training job per combination)."
+    ),
 }
 
 
@@ -77,7 +81,9 @@ def split_overrides(overrides: Sequence[str]) -> SplitOverrides:
             result.launcher_only.append(line)
             continue
         if override.is_sweep_override():
-            raise LaunchError(f"{line} is a sweep: run it with -m (python -m launch.train -m {line} ...), one job per value.")
+            raise LaunchError(
+                f"{line} is a sweep: run it with -m (python -m launch.train -m {line} ...), one job per value."
+            )
         key = override.get_key_element()
         if key.startswith("sagemaker_") or bare.startswith("_"):
             raise LaunchError(f"{line}: keys starting with `sagemaker_` or `_` are reserved by SageMaker.")

@@ -31,8 +31,8 @@ _ASSUMED_ROLE_RE = re.compile(r"^(arn:aws[a-z-]*:)sts::(\d{12}):assumed-role/([^
 NO_ROLE_MESSAGE = (
     f"No SageMaker execution role. Pass the IAM role SageMaker assumes to read and write S3 and run the training or "
     f"serving container: {errors.ROLE_HINT} (or set the SAGEMAKER_ROLE environment variable). Outside SageMaker "
-    "notebooks and Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust relationship and "
-    "access to the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default "
+    "notebooks and Studio the role cannot be discovered{detail}. The role needs the sagemaker.amazonaws.com trust "
+    "relationship and access to the S3 bucket (the AmazonSageMakerFullAccess managed policy covers the default "
     "sagemaker-<region>-<account> bucket); your own credentials need iam:PassRole on it."
 )
 
@@ -258,5 +258,3 @@ class AwsContext:
             self.client("s3").download_file(bucket, key, str(target))
         return target
 
-
-connect = AwsContext  # `connect(aws_cfg)`: resolve the region and build the sessions (no AWS call yet)

@@ -109,7 +109,8 @@ def stage(dest: Path, pins: list[str], *, torch_version: str | None = None) -> P
     shutil.copyfile(PACKAGE_DIR / ENTRY_POINT, dest / ENTRY_POINT)
     header = ["# Training dependencies of cola-bert at the versions installed where the job was launched",
               "# (python -m launch.train). torch is not listed: the PyTorch training image provides it."]  # fmt: skip
-    (dest / "requirements.txt").write_text("\n".join(header + ["-c constraints.txt"] * bool(torch_version) + pins) + "\n")
+    constraints = ["-c constraints.txt"] if torch_version else []
+    (dest / "requirements.txt").write_text("\n".join(header + constraints + pins) + "\n")
     if torch_version:
         (dest / "constraints.txt").write_text("# The torch of the SageMaker PyTorch container (its CUDA build); pip "
                                               f"must not replace it.\ntorch=={torch_version}\n")  # fmt: skip

@@ -150,7 +150,8 @@ def prepare_job(
     pins = source_dir.requirements(cfg)
     estimator.check_settings(settings, pins)
     image_uri = estimator.resolve_image_uri(settings, ctx.region)
-    torch_version = None if settings.get("image_uri") else estimator.container_torch_version(settings["framework_version"])
+    torch_version = (None if settings.get("image_uri")
+                     else estimator.container_torch_version(settings["framework_version"]))
     given = channels.given_inputs(opt(sm_cfg, "inputs"))
     prepared = None if given else channels.prepare(cfg, workdir / "channels")
     staged = source_dir.stage(workdir / "source", pins, torch_version=torch_version)
@@ -185,7 +186,8 @@ def prepare_job(
     if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
         kwargs, sdk_estimator = build(ctx.role, planned=False)
     logs = logs_setting(sm_cfg.get("logs", "All"))
-    return PreparedJob(name, ctx, kwargs, sdk_estimator, image_uri, split, pins, prepared, given, wait, logs, dry, notes)
+    return PreparedJob(name=name, ctx=ctx, kwargs=kwargs, estimator=sdk_estimator, image_uri=image_uri, split=split,
+                       pins=pins, prepared=prepared, given_inputs=given, wait=wait, logs=logs, dry=dry, notes=notes)
 
 
 def write_record(record: dict[str, Any], run_dir: Path | None) -> None:

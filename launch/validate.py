@@ -102,7 +102,8 @@ def role_arn(arn: str, *, setting: str = "aws.role") -> str:
     return arn
 
 
-def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob", member: str = "TrainingJobName") -> str:
+def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob",
+                  member: str = "TrainingJobName") -> str:
     shape = _member_shape(operation, member)
     if not (len(value) <= shape.metadata["max"] and re.fullmatch(shape.metadata["pattern"], value)):
         raise LaunchError(

@@ -68,7 +68,7 @@ def test_unknown_profile_is_a_launch_error(clean_env, monkeypatch):
 
 
 def test_every_client_and_the_account_bucket_lookups_use_aws_endpoint_url(moto_env, api_calls):
-    ctx = session.connect({"prefix": "cola-bert"})
+    ctx = session.AwsContext({"prefix": "cola-bert"})
     sm = ctx.session
     assert sm.boto_region_name == REGION
     for client in (sm.sagemaker_client, sm.sagemaker_runtime_client, sm.s3_client, ctx.client("sts")):
@@ -86,7 +86,7 @@ def test_every_client_and_the_account_bucket_lookups_use_aws_endpoint_url(moto_e
 
 def test_default_endpoints_without_aws_endpoint_url(clean_env, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
-    ctx = session.connect({})
+    ctx = session.AwsContext({})
     assert ctx.endpoint_url == "https://api.sagemaker.us-east-1.amazonaws.com"
     assert ctx.client("sts").meta.endpoint_url.startswith("https://sts.")
 
@@ -108,7 +108,7 @@ def test_telemetry_is_opted_out(moto_env, monkeypatch):
 
     sent: list = []
     monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *a, **k: sent.append(a))
-    ours = session.connect({}).session
+    ours = session.AwsContext({}).session
     assert resolve_value_from_config(None, TELEMETRY_OPT_OUT_PATH, default_value=False, sagemaker_session=ours)
 
     def job_for(sess):
@@ -141,7 +141,7 @@ def test_user_telemetry_setting_is_respected(clean_env, monkeypatch, tmp_path):
 def test_importing_sdk_and_building_a_session_prints_nothing(clean_env):
     env = {k: v for k, v in os.environ.items() if k != "SAGEMAKER_SUPPRESS_V2_WARNING"}
     env["AWS_REGION"] = REGION
-    code = "from launch import session; session.connect({})"
+    code = "from launch import session; session.AwsContext({})"
     cmd = [sys.executable, "-W", "default", "-c", code]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -165,13 +165,13 @@ ARN = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 
 
 def test_role_from_config_makes_no_call(moto_env, api_calls):
-    assert session.connect({"role": ARN}).role == ARN
+    assert session.AwsContext({"role": ARN}).role == ARN
     assert api_calls == []
 
 
 def test_role_that_is_not_an_arn_of_a_role(moto_env):
     with pytest.raises(LaunchError, match=r"aws\.role=arn:aws:iam::<account>:role/<name>"):
-        session.connect({"role": "arn:aws:iam::123:user/bob"}).role
+        session.AwsContext({"role": "arn:aws:iam::123:user/bob"}).role
 
 
 def test_role_name_is_expanded_through_iam(moto_env):
@@ -179,12 +179,12 @@ def test_role_name_is_expanded_through_iam(moto_env):
 
     iam = boto3.client("iam", region_name=REGION)
     iam.create_role(RoleName="ColaRole", AssumeRolePolicyDocument="{}", Path="/service-role/")
-    assert session.connect({"role": "ColaRole"}).role == f"arn:aws:iam::{ACCOUNT}:role/service-role/ColaRole"
+    assert session.AwsContext({"role": "ColaRole"}).role == f"arn:aws:iam::{ACCOUNT}:role/service-role/ColaRole"
 
 
 def test_no_role_for_an_iam_user_explains_aws_role(moto_env):
     with pytest.raises(LaunchError) as info:
-        session.connect({"role": None}).role
+        session.AwsContext({"role": None}).role
     text = str(info.value)
     assert "aws.role=arn:aws:iam::<account>:role/<name>" in text
     assert "user/moto" in text and "not a role" in text
@@ -199,23 +199,23 @@ def test_assumed_role_credentials_resolve_to_the_role(moto_env, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
     monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
-    assert session.connect({}).role == role_arn
+    assert session.AwsContext({}).role == role_arn
 
 
 def test_configured_bucket_is_used_without_a_call(moto_env, api_calls):
-    ctx = session.connect({"bucket": "my-bucket"})
+    ctx = session.AwsContext({"bucket": "my-bucket"})
     assert ctx.bucket == "my-bucket"
     assert api_calls == []
 
 
 def test_bucket_names_are_checked_when_the_context_is_built(moto_env, api_calls):
     with pytest.raises(LaunchError, match="aws.bucket=My_Bucket is not a valid S3 bucket name"):
-        session.connect({"bucket": "My_Bucket"})
+        session.AwsContext({"bucket": "My_Bucket"})
     assert api_calls == []
 
 
 def test_aws_context_prefix_and_uris(moto_env):
-    ctx = session.connect({"bucket": "bkt", "prefix": "/cola-bert/", "role": f"arn:aws:iam::{ACCOUNT}:role/R"})
+    ctx = session.AwsContext({"bucket": "bkt", "prefix": "/cola-bert/", "role": f"arn:aws:iam::{ACCOUNT}:role/R"})
     assert ctx.region == REGION
     assert ctx.s3_uri("models", "x", "model.tar.gz") == "s3://bkt/cola-bert/models/x/model.tar.gz"
     assert ctx.role == f"arn:aws:iam::{ACCOUNT}:role/R"
@@ -227,7 +227,7 @@ def test_aws_context_prefix_and_uris(moto_env):
 
 def test_describe_makes_no_call(clean_env, monkeypatch, api_calls):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    rows = session.connect({"region": "eu-west-1", "prefix": "p"}).describe()
+    rows = session.AwsContext({"region": "eu-west-1", "prefix": "p"}).describe()
     assert rows["region"] == "eu-west-1" and rows["prefix"] == "p"
     assert rows["bucket"].startswith("sagemaker-eu-west-1-<account>")
     assert "looked up at run time" in rows["role"]
@@ -241,7 +241,7 @@ def test_download_an_object_and_a_missing_one(moto_env, tmp_path):
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="art")
     s3.put_object(Bucket="art", Key="jobs/j/output/model.tar.gz", Body=b"tar")
-    ctx = session.connect({})
+    ctx = session.AwsContext({})
     assert ctx.download("s3://art/jobs/j/output/model.tar.gz", tmp_path).read_bytes() == b"tar"
     with pytest.raises(errors.NotFound, match="while downloading s3://art/jobs/nope/model.tar.gz"):
         ctx.download("s3://art/jobs/nope/model.tar.gz", tmp_path)
