@@ -73,7 +73,7 @@ class Plan:
         rows: dict[str, Any] = {
             "endpoint": self.endpoint_name,
             "endpoint config, model": f"{self.endpoint_name} (same name)",
-            "image": f"{self.image.uri} (pytorch {self.image.framework_version}, {self.image.reason})",
+            "image": f"{self.image.uri} ({self.image.reason})",
             "model source": f"{self.source_kind}: {self.source}",
         }
         if self.artifact:
@@ -137,7 +137,7 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
 def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
     d = cfg.deploy
     instance_type = None if opt(d, "mode") == "serverless" else str(opt(d, "instance_type"))
-    image = images.choose(ctx.region, instance_type, **{k: opt(d, k) for k in images.PINS})
+    image = images.choose(ctx.region, instance_type, **{k: opt(d, k) for k in images.PINS}, setting="deploy.")
     name = opt(cfg, "endpoint_name") or import_sagemaker().utils.name_from_base(
         str(opt(d, "base_name") or "cola-bert"), max_length=63)  # fmt: skip
     workers = opt(d, "model_server_workers")

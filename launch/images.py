@@ -1,9 +1,9 @@
 """Which SageMaker PyTorch serving image runs an exported archive (shared by `launch.deploy` and `launch.batch`).
 
-The versions come from the SDK's own image table (`sagemaker.image_uris.config_for_framework("pytorch")`), never
-from a list kept here. Without a pin the newest image the SDK offers for the region and processor is used: the
-handler (`code/inference.py`) targets it (torch 2.6 + Python 3.12 in SDK v2), and a TorchScript archive exported
-here with torch 2.13 was measured to load and serve under it with probabilities equal to 1e-6.
+The image is the SDK's own (`sagemaker.image_uris.retrieve`) for the `framework_version` and `py_version` pinned in
+the config: torch 2.6 + Python 3.12, the newest PyTorch inference image in SDK v2 and the one the handler
+(`code/inference.py`) targets. A pin the SDK does not offer for the region or instance type is refused with the
+SDK's list of the versions it does offer (Graviton images lag behind).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ VERIFIED_OLDER_TORCH = {
 @dataclass(frozen=True)
 class Image:
     uri: str
-    framework_version: str
+    framework_version: str | None  # None with a custom image_uri
     py_version: str | None
     reason: str
 
@@ -43,50 +43,19 @@ def _release(version: str) -> tuple[int, ...] | None:
     return tuple(release) + (0,) * (3 - len(release))
 
 
-def available_versions(region: str, instance_type: str | None = None) -> dict[str, list[str]]:
-    """PyTorch serving versions SDK v2 offers in `region` for this instance type (None: serverless, CPU) → their
-    py_versions, oldest first."""
-    import_sagemaker()
-    from packaging.version import Version
-    from sagemaker import image_uris
-    from sagemaker.fw_utils import GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY
-    from sagemaker.utils import get_instance_type_family
-
-    family = get_instance_type_family(instance_type) if instance_type else ""
-    scope = "inference_graviton" if family in GRAVITON_ALLOWED_TARGET_INSTANCE_FAMILY else "inference"
-    wanted = "gpu" if family[:1] in ("g", "p") else "cpu"
-    config = image_uris.config_for_framework("pytorch")[scope]
-    out: dict[str, list[str]] = {}
-    for version, vconf in config.get("versions", {}).items():
-        if region not in (vconf.get("registries") or {}):
-            continue
-        processors = config.get("processors") or vconf.get("processors")
-        if processors and wanted not in processors and scope != "inference_graviton":
-            continue
-        out[version] = sorted(vconf.get("py_versions") or [], key=lambda py: (len(py), py))  # py38 < py312
-    return dict(sorted(out.items(), key=lambda kv: Version(kv[0])))
-
-
 def choose(region: str, instance_type: str | None, *, framework_version: str | None = None,
-           py_version: str | None = None, image_uri: str | None = None) -> Image:  # fmt: skip
-    """`image_uri` as given, else the pinned `framework_version`, else the newest offered; `instance_type=None`
-    means serverless (CPU)."""
-    versions = available_versions(region, instance_type)
-    if not versions:
-        raise LaunchError(
-            f"SageMaker SDK v2 offers no PyTorch serving image in {region} for {instance_type or 'serverless'}. "
-            "Pick another region (aws.region=...) or instance type, or pass your own image with "
-            "deploy.image_uri=<ECR URI>."
-        )
-    newest = list(versions)[-1]
-    fv = str(framework_version) if framework_version else None
-    py = str(py_version) if py_version else None
+           py_version: str | None = None, image_uri: str | None = None, setting: str = "") -> Image:  # fmt: skip
+    """`image_uri` as given, else the SDK's image for the pinned versions; `instance_type=None` means serverless
+    (CPU). `setting`: the config prefix of the keys in messages (`deploy.`)."""
+    fv, py = (str(v) if v else None for v in (framework_version, py_version))
     if image_uri:
-        return Image(str(image_uri), fv or newest, py, "custom image (image_uri)")
-    reason = "pinned (framework_version)" if fv else f"newest SageMaker SDK v2 offers in {region}"
-    fv = fv or newest
-    if py is None and versions.get(fv):
-        py = versions[fv][-1]
+        return Image(str(image_uri), fv, py, "custom image (image_uri)")
+    if not fv or not py:
+        raise LaunchError(
+            f"Set the serving image's {setting}framework_version and {setting}py_version (e.g. "
+            f"{setting}framework_version=2.6.0 {setting}py_version=py312), or your own image with "
+            f"{setting}image_uri=<ECR URI>."
+        )
     sm = import_sagemaker()
     from sagemaker.serverless import ServerlessInferenceConfig
 
@@ -95,13 +64,12 @@ def choose(region: str, instance_type: str | None, *, framework_version: str | N
                                      image_scope="inference",
                                      serverless_inference_config=None if instance_type else ServerlessInferenceConfig())
     except ValueError as err:
-        offered = ", ".join(f"{v} ({'/'.join(p)})" for v, p in versions.items())
         raise LaunchError(
-            f"No PyTorch serving image for framework_version={fv} py_version={py} on "
-            f"{instance_type or 'serverless'} in {region} (SageMaker SDK {sm.__version__}: {err}). Offered here: "
-            f"{offered}. Pin one of them, or leave framework_version and py_version null for the newest."
+            f"SageMaker SDK {sm.__version__} has no PyTorch serving image for {setting}framework_version={fv} "
+            f"{setting}py_version={py} on {instance_type or 'serverless'} in {region}: {' '.join(str(err).split())} "
+            f"Pin an offered version, or pass your own image with {setting}image_uri=<ECR URI>."
         ) from None
-    return Image(uri, fv, py, reason)
+    return Image(uri, fv, py, f"pytorch {fv}, {py}")
 
 
 def serving_env(node: Any) -> dict[str, str]:

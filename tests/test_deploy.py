@@ -129,18 +129,20 @@ def test_defaults_and_hydra_writes_nothing(clean_env, monkeypatch):
 # --------------------------------------------------------------------------------------------------------- images
 
 
-def test_versions_come_from_the_sdk_image_table():
-    cpu = images.available_versions(REGION, "ml.c5.large")
-    assert cpu["2.6.0"] == ["py312"] and list(cpu)[-1] == "2.6.0" and "1.5.1" not in cpu or cpu["1.5.1"] == ["py3"]
-    assert images.available_versions(REGION, None) == cpu  # serverless is CPU
-    assert list(images.available_versions(REGION, "ml.c6g.large"))[-1] == "2.4.0"  # Graviton images lag behind
-    chosen = images.choose(REGION, "ml.g5.xlarge")
-    assert (chosen.uri, chosen.py_version) == (f"{ECR}/pytorch-inference:2.6.0-gpu-py312", "py312")
-    pinned = images.choose(REGION, "ml.c5.large", framework_version="2.3.0")
-    assert pinned.uri == f"{ECR}/pytorch-inference:2.3.0-cpu-py311" and pinned.reason.startswith("pinned")
+def test_the_pinned_versions_pick_the_sdk_image_and_a_pin_it_lacks_is_refused_with_its_list():
+    cfg = cfg_for()
+    assert (cfg.deploy.framework_version, cfg.deploy.py_version) == ("2.6.0", "py312")  # what the handler targets
+    pins = {k: cfg.deploy[k] for k in images.PINS}
+    assert images.choose(REGION, "ml.g5.xlarge", **pins).uri == f"{ECR}/pytorch-inference:2.6.0-gpu-py312"
+    assert images.choose(REGION, None, **pins).uri == f"{ECR}/pytorch-inference:2.6.0-cpu-py312"  # serverless: CPU
+    older = images.choose(REGION, "ml.c5.large", framework_version="2.3.0", py_version="py311")
+    assert older.uri == f"{ECR}/pytorch-inference:2.3.0-cpu-py311" and older.reason == "pytorch 2.3.0, py311"
     assert images.choose(REGION, None, image_uri="my/img:1").uri == "my/img:1"
-    with pytest.raises(LaunchError, match=r"framework_version=9\.9\.9 .*Offered here: .*2\.6\.0 \(py312\)"):
-        images.choose(REGION, "ml.c5.large", framework_version="9.9.9")
+    # Graviton images lag behind: the SDK's own list of what it offers is in the message
+    with pytest.raises(LaunchError, match=r"deploy\.framework_version=2\.6\.0 .*ml\.c7g\.large.*version\(s\): .*2\.4\.0"):
+        images.choose(REGION, "ml.c7g.large", **pins, setting="deploy.")
+    with pytest.raises(LaunchError, match=r"Set the serving image's framework_version and py_version"):
+        images.choose(REGION, "ml.c5.large", framework_version="2.6.0")
 
 
 def test_compatibility_note_says_what_is_verified():
