@@ -8,14 +8,13 @@ downloads its artifacts into a directory laid out like a local run (default `out
     plots/, csv/    the job's other outputs (output.tar.gz), when it wrote them
 
 so `python -m cola_bert.export model_dir=<dir>/model` and `python -m cola_bert.predict --model-dir <dir>/model` work
-on it directly. Also `python -m launch.attach JOB_NAME [DEST]` and, for any artifact URI,
-`download_model(ctx, "s3://.../model.tar.gz", dest)`.
+on it directly. `attach_dir=DEST` picks the directory; `download_model(ctx, "s3://.../model.tar.gz", dest)` does
+the same for any artifact URI.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -82,19 +81,3 @@ def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
                  f"python -m cola_bert.predict --model-dir {model_dir} 'A sentence.'")  # fmt: skip
     return record
 
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m launch.attach JOB_NAME [DEST]`: the same as `python -m launch.train attach=JOB_NAME`."""
-    from omegaconf import OmegaConf
-
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0].startswith("-"):
-        raise SystemExit("usage: python -m launch.attach JOB_NAME [DEST]   (aws settings: AWS_REGION, AWS_PROFILE)")
-    quiet_logs()
-    cfg = OmegaConf.create({"attach": args[0], "attach_dir": args[1] if len(args) > 1 else None,
-                            "aws": {}, "paths": {"log_dir": "outputs"}})  # fmt: skip
-    exit_on_error(attach)(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ from launch.errors import LaunchError
 # key == group, key starts with "group." or "group/"
 LAUNCHER_GROUPS = ("sagemaker", "aws", "tune", "hydra", "paths")
 LAUNCHER_KEYS = frozenset({
-    "dry_run", "attach", "ckpt_path", "trainer.default_root_dir",
+    "dry_run", "attach", "attach_dir", "ckpt_path", "trainer.default_root_dir",
     "data.archive", "data.data_dir", "data.train_file", "data.val_file", "data.test_file", "data.url", "data.sha256",
 })  # fmt: skip
 REFUSED = {

@@ -637,3 +637,4 @@ def test_attach_to_a_job_that_does_not_exist(moto_env):
         attach.attach(cfg)
     assert f"There is no training job cola-bert-nope in {REGION}" in str(info.value)
     assert "aws sagemaker list-training-jobs" in str(info.value)
+    assert compose_launch("attach=j", "attach_dir=/data/runs/j").attach_dir == "/data/runs/j"  # no `+` needed
