@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from launch import console
-from launch.errors import JobFailed, NotFound, aws_errors, exit_on_error
+from launch.errors import NotFound
+from launch.estimator import logs_setting
 from launch.session import AwsContext, opt
 from launch.train import quiet_logs, write_record
 
@@ -56,24 +57,12 @@ def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
     ctx = AwsContext(cfg.aws)
     described = ctx.training_job(name, "or pass aws.region=<region>")
     console.info(f"Training job {name}: {described['TrainingJobStatus']}")
-    logs = str((cfg.get("sagemaker") or {}).get("logs", "All")).lower() not in ("none", "false")
-    with aws_errors(f"following the training job {name}"):
-        if logs:
-            ctx.session.logs_for_job(name, wait=True, log_type="All")
-        else:
-            ctx.session.wait_for_job(name)
-        described = ctx.session.describe_training_job(name)
-    status = described["TrainingJobStatus"]
-    if status != "Completed":
-        raise JobFailed(
-            f"Training job {name} ended {status}: {described.get('FailureReason', 'no reason given')}. Its log is in "
-            f"CloudWatch Logs, group /aws/sagemaker/TrainingJobs, streams {name}/*."
-        )
+    described = ctx.follow_training_job(name, logs=logs_setting((cfg.get("sagemaker") or {}).get("logs", "All")) == "All")
     dest = Path(opt(cfg, "attach_dir") or Path(cfg.paths.log_dir) / "sagemaker" / "jobs" / name)
     model_data = described["ModelArtifacts"]["S3ModelArtifacts"]
     console.info(f"Downloading {model_data}")
     model_dir = download_model(ctx, model_data, dest)
-    record = {"job_name": name, "status": status.lower(), "model_data": model_data, "run_dir": str(dest),
+    record = {"job_name": name, "status": "completed", "model_data": model_data, "run_dir": str(dest),
               "model_dir": str(model_dir), "region": ctx.region}  # fmt: skip
     write_record(record, dest)
     console.info(f"Run directory: {dest} (model/, metrics.json, config.yaml)")

@@ -30,6 +30,7 @@ from launch.errors import LaunchError, aws_errors, exit_on_error, lookup
 from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
 
 MAX_PAYLOAD_MB = 100  # SageMaker: MaxPayloadInMB <= 100 and MaxPayloadInMB x MaxConcurrentTransforms <= 100
+INVOCATION_TIMEOUT_S = 3600  # SageMaker's maximum; the serving toolkit's own default is 60 s per request
 # The request fields of the job (CreateTransformJob names): one JSON line answered per input line, in order.
 TRANSFORM = {"ContentType": "text/plain", "SplitType": "Line", "BatchStrategy": "MultiRecord",
              "AssembleWith": "Line", "Accept": "application/jsonlines"}  # fmt: skip
@@ -96,6 +97,30 @@ def check_settings(cfg: DictConfig) -> None:
             validate.resource_name(str(cfg[key]), key, operation, member)
 
 
+def container_env(cfg: DictConfig) -> dict[str, str]:
+    """The serving container sized for one mini-batch of up to max_payload_mb of lines. Its defaults would fail
+    large ones: TorchServe takes requests and answers of at most 6.5 MB (its answer is one JSON object per line, up to
+    ~50x a short line) within 60 s (SAGEMAKER_MODEL_SERVER_TIMEOUT), and the handler caps sentences per request
+    (COLA_MAX_SENTENCES; a line holds at least 2 bytes). TorchServe reads TS_* variables (enable_envvars_config)."""
+    payload = int(cfg.max_payload_mb) << 20
+    limits = {"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(INVOCATION_TIMEOUT_S), "TS_MAX_REQUEST_SIZE": str(payload + 4096),
+              "TS_MAX_RESPONSE_SIZE": str(2**31 - 1), "COLA_MAX_SENTENCES": str(payload // 2)}  # fmt: skip
+    return limits | images.serving_env(cfg)
+
+
+def s3_input_name(ctx: AwsContext, uri: str) -> str:
+    """The file name of an s3:// input object, or "" for a prefix (the job then writes one .out per object)."""
+    bucket, key = parse_s3_uri(uri)
+    if not key or uri.endswith("/"):
+        return ""
+    if lookup(ctx.client("s3").head_object, uri, Bucket=bucket, Key=key):
+        return Path(key).name
+    with aws_errors(f"listing {uri}/"):
+        if not ctx.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{key}/", MaxKeys=1).get("KeyCount"):
+            raise LaunchError(f"input={uri} is neither an S3 object nor a prefix holding one. Check the URI.")
+    return ""
+
+
 def model_name_for(cfg: DictConfig, digest: str, image: images.Image, env: dict[str, str]) -> str:
     """One SageMaker Model per archive digest + serving image + environment: re-running re-uses it."""
     if opt(cfg, "model_name"):
@@ -151,12 +176,10 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     lines = check_input_file(local_input, int(cfg.max_payload_mb)) if local_input else None
     ctx = AwsContext(cfg.aws)
     image = images.choose(ctx.region, str(cfg.instance_type), **{k: opt(cfg, k) for k in images.PINS})
-    # The handler caps sentences per request (COLA_MAX_SENTENCES); a mini-batch holds up to max_payload_mb of
-    # lines of at least 2 bytes each.
-    env = images.serving_env(cfg) | {"COLA_MAX_SENTENCES": str((int(cfg.max_payload_mb) << 20) // 2)}
+    env = container_env(cfg)
     job = str(opt(cfg, "job_name") or import_sagemaker().utils.name_from_base("cola-bert-batch"))
     output = str(cfg.output).rstrip("/")
-    input_name = local_input.name if local_input else Path(parse_s3_uri(data)[1]).name
+    input_name = local_input.name if local_input else ("" if data.endswith("/") else Path(parse_s3_uri(data)[1]).name)
     staged = ("batch", job, "input", input_name)  # where a local input file goes, under <bucket>/<prefix>/
     output_file = f"{output}/{input_name or '<input file>'}.out"
     rows: dict[str, Any] = {
@@ -183,6 +206,9 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     input_uri = ctx.s3_uri(*staged) if local_input else data
     if local_input:
         ctx.upload(local_input, input_uri, str(local_input), announce=True)
+    else:
+        input_name = s3_input_name(ctx, data)
+        output_file = f"{output}/{input_name or '<input file>'}.out"
     from sagemaker.transformer import Transformer
 
     transformer = Transformer(
@@ -194,7 +220,8 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     info(f"Starting transform job {job}")
     with aws_errors(f"starting transform job {job}"):
         transformer.transform(input_uri, data_type="S3Prefix", content_type=TRANSFORM["ContentType"],
-                              split_type=TRANSFORM["SplitType"], job_name=job, wait=False, logs=False)  # fmt: skip
+                              split_type=TRANSFORM["SplitType"], job_name=job, wait=False, logs=False,
+                              model_client_config={"InvocationsTimeoutInSeconds": INVOCATION_TIMEOUT_S})  # fmt: skip
     result: dict[str, Any] = {"dry_run": False, "job_name": job, "model_name": model_name, "model_created": created,
                               "input": input_uri, "output": output_file}  # fmt: skip
     if not cfg.wait:

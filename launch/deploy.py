@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
-from launch.errors import LaunchError, NotFound, aws_errors, exit_on_error, lookup
+from launch.errors import Interrupted, LaunchError, NotFound, aws_errors, exit_on_error, lookup
 from launch.model_artifact import Artifact
 from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
 
@@ -166,8 +166,28 @@ def deploy_model(ctx: AwsContext, plan: Plan, model_data: str, *, wait: bool) ->
     hint = (f" Container logs: CloudWatch log group /aws/sagemaker/Endpoints/{plan.endpoint_name}. Remove what was "
             f"created with: python -m launch.deploy action=delete endpoint_name={plan.endpoint_name} "
             f"aws.region={ctx.region}")  # fmt: skip
-    with console.sdk_waiter(wait), aws_errors(f"deploying endpoint {plan.endpoint_name}", hint):
-        model.deploy(**kwargs)
+    try:
+        with console.sdk_waiter(wait), aws_errors(f"deploying endpoint {plan.endpoint_name}", hint):
+            model.deploy(**kwargs)
+    except KeyboardInterrupt:
+        raise Interrupted(f"Interrupted: SageMaker goes on creating endpoint {plan.endpoint_name}, which bills until "
+                          f"deleted.{hint}") from None  # fmt: skip
+
+
+def refuse_taken_name(ctx: AwsContext, name: str) -> None:
+    """Before anything is uploaded: SageMaker refuses an existing endpoint or endpoint config name, and the SDK
+    silently re-uses an existing model of that name (its old archive). So the delete hints name only this run's."""
+    sm = ctx.session.sagemaker_client
+    taken = [what for what, call, key in (("endpoint", sm.describe_endpoint, "EndpointName"),
+                                          ("endpoint config", sm.describe_endpoint_config, "EndpointConfigName"),
+                                          ("model", sm.describe_model, "ModelName"))
+             if lookup(call, f"{what} {name}", **{key: name})]  # fmt: skip
+    if taken:
+        raise LaunchError(
+            f"A SageMaker {' and '.join(taken)} named {name} already exists in {ctx.region}. Pick another "
+            "endpoint_name= (or leave it unset for a new timestamped name); to replace it, delete it first: python "
+            f"-m launch.deploy action=delete endpoint_name={name} aws.region={ctx.region}"
+        )
 
 
 def smoke_test(ctx: AwsContext, name: str, sentences: list[str], request_key: str) -> list[dict]:
@@ -253,6 +273,7 @@ def run_deploy(cfg: DictConfig) -> dict[str, Any]:
     if dry:
         return result
     _ = ctx.role  # resolved (or refused) before anything is uploaded or created
+    refuse_taken_name(ctx, plan.endpoint_name)
     with tempfile.TemporaryDirectory(prefix="cola-deploy-") as tmp:
         if kind == "training_job":
             plan.set_artifact(model_artifact.export_training_job(ctx, source, Path(tmp)))

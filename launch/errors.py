@@ -46,6 +46,12 @@ class NotFound(LaunchError):
     """The named AWS resource (job, endpoint, model, S3 object) does not exist."""
 
 
+class Interrupted(LaunchError):
+    """Ctrl-C while waiting, with what was left running and how to remove it (exit status 130)."""
+
+    exit_code = 130
+
+
 class JobFailed(LaunchError):
     """A SageMaker job ended Failed or Stopped: the user's command ran, AWS reported a failure (exit status 1)."""
 

@@ -80,13 +80,16 @@ def serving_env(node: Any) -> dict[str, str]:
 
 
 def pytorch_model(ctx: Any, image: Image, model_data: str, name: str, env: dict[str, str], workers: int | None = None):
-    """No entry_point: the container runs the archive's own code/inference.py (SAGEMAKER_PROGRAM in `env`)."""
+    """No entry_point: the container runs the archive's own code/inference.py (SAGEMAKER_PROGRAM in `env`).
+    `code_location` beside the archive: nothing is uploaded there, but without it the SDK asks for its default bucket
+    (an STS call and CreateBucket of sagemaker-<region>-<account>) even for an s3:// archive."""
     import_sagemaker()
     from sagemaker.pytorch import PyTorchModel
 
     return PyTorchModel(model_data=model_data, role=ctx.role, entry_point=None, image_uri=image.uri,
                         framework_version=image.framework_version, py_version=image.py_version, env=env, name=name,
-                        model_server_workers=workers, sagemaker_session=ctx.session)  # fmt: skip
+                        model_server_workers=workers, sagemaker_session=ctx.session,
+                        code_location=model_data.rsplit("/", 1)[0])  # fmt: skip
 
 
 def compatibility_note(manifest: dict | None, framework_version: str) -> str | None:

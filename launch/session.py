@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from launch import console, errors, validate
-from launch.errors import LaunchError, NotFound, aws_errors, lookup
+from launch.errors import JobFailed, LaunchError, NotFound, aws_errors, lookup, to_launch_error
 
 # Written by SageMaker notebook instances and Studio; sagemaker.get_execution_role() reads the role from it.
 NOTEBOOK_METADATA_FILE = "/opt/ml/metadata/resource-metadata.json"
@@ -232,6 +232,35 @@ class AwsContext:
                 f"There is no training job {name} in {self.region}. List them with `aws sagemaker list-training-jobs "
                 f"--region {self.region} --sort-by CreationTime`, {hint}."
             ) from None
+
+    def follow_training_job(self, name: str, *, logs: bool = True) -> dict[str, Any]:
+        """Stream the job's CloudWatch log (`logs`) or only wait, until the job ends; returns its description. Without
+        permission to read the log it warns and waits without it (the job is not affected). The SDK only warns about
+        a Stopped job (max_run or spot max_wait reached): anything but Completed → JobFailed with its reason."""
+        from botocore.exceptions import ClientError
+
+        with aws_errors(f"following the training job {name}"):
+            try:
+                if logs:
+                    self.session.logs_for_job(name, wait=True, log_type="All")
+                else:
+                    self.session.wait_for_job(name)
+            except ClientError as err:
+                if not err.operation_name.endswith(("LogStreams", "LogEvents")):
+                    raise
+                console.warn(f"The job's log cannot be read, so it is not shown: {to_launch_error(err)} Waiting for "
+                             f"the job without it; the log is in CloudWatch Logs, /aws/sagemaker/TrainingJobs, {name}/*.")
+                self.session.wait_for_job(name)
+            described = self.session.describe_training_job(name)
+        status = described["TrainingJobStatus"]
+        if status != "Completed":
+            reason = described.get("FailureReason") or f"secondary status {described.get('SecondaryStatus')}"
+            raise JobFailed(
+                f"Training job {name} ended {status}: {reason}. Its log is in CloudWatch Logs, group "
+                f"/aws/sagemaker/TrainingJobs, streams {name}/*. A stopped job may have left a checkpoint; run it "
+                "again with a larger sagemaker.max_run (and sagemaker.max_wait for spot)."
+            )
+        return described
 
     def upload(self, path: Path, uri: str, what: str, *, sha256: str | None = None, announce: bool = False) -> bool:
         """Upload the file `path` (`what`, for messages) to `uri`. With `sha256` (kept as object metadata) it is

@@ -207,20 +207,20 @@ def launch(
         inputs = job.plan("SageMaker training job", job.rows, record, run_dir)
         if inputs is None:
             return record
-        if job.wait:
-            console.info(f"Starting {job.name} and waiting for it (Ctrl-C stops waiting, not the job).")
         with aws_errors(f"starting the training job {job.name}"):
-            job.estimator.fit(inputs=inputs, job_name=job.name, wait=job.wait, logs=job.logs)
+            job.estimator.fit(inputs=inputs, job_name=job.name, wait=False)
         record["status"] = "submitted"
+        console.info(f"Training job {job.name} submitted: {record['console_url']}")
         if job.wait:
-            with aws_errors(f"reading the result of {job.name}"):
-                described = job.estimator.latest_training_job.describe()
-            record["status"] = str(described.get("TrainingJobStatus", "Completed")).lower()
-            record["model_data"] = described.get("ModelArtifacts", {}).get("S3ModelArtifacts", record["model_data"])
-            console.info(f"\nTraining job {job.name}: {described.get('TrainingJobStatus')}. {record['console_url']}")
-            console.info(f"Model artifact (HF model + metrics.json + config.yaml): {record['model_data']}")
-        else:
-            console.info(f"Training job {job.name} submitted: {record['console_url']}")
+            console.info("Waiting for it (Ctrl-C stops waiting, not the job).")
+            try:
+                described = job.ctx.follow_training_job(job.name, logs=job.logs == "All")
+            except LaunchError as err:
+                write_record(record | {"status": "failed", "error": str(err)}, run_dir)
+                raise
+            record["status"], record["model_data"] = "completed", described["ModelArtifacts"]["S3ModelArtifacts"]
+            console.info(f"\nTraining job {job.name}: Completed. Model artifact (HF model + metrics.json + "
+                         f"config.yaml): {record['model_data']}")  # fmt: skip
         console.info(f"Follow it and download its model: python -m launch.train attach={job.name}")
         write_record(record, run_dir)
         return record

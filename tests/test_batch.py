@@ -94,6 +94,10 @@ def test_transform_job_fields_upload_and_output(archive, tiny_export, sentences_
     assert job["TransformResources"] == {"InstanceType": "ml.c5.2xlarge", "InstanceCount": 2}
     # A 1 MiB mini-batch can hold up to 524288 lines of one character: the handler's cap must allow them.
     assert job["Environment"]["COLA_MAX_SENTENCES"] == str((1 << 20) // 2)
+    # ... and the serving toolkit's 60 s / TorchServe's 6.5 MB defaults must not cut a large mini-batch short.
+    assert job["Environment"]["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "3600"
+    assert int(job["Environment"]["TS_MAX_REQUEST_SIZE"]) > 1 << 20 and job["ModelClientConfig"] == {
+        "InvocationsTimeoutInSeconds": 3600}  # fmt: skip
     # The uploaded input is the file, byte for byte.
     s3 = boto3.client("s3", region_name=REGION)
     uploaded = s3.get_object(Bucket=DEFAULT_BUCKET, Key="cola-bert/batch/job-1/input/sentences.txt")["Body"].read()
@@ -158,9 +162,9 @@ def test_s3_input_and_model_are_used_as_is(archive, sentences_file, output_bucke
     s3.upload_file(str(sentences_file), "data", "in/sentences.txt")
     api_calls.clear()
     result = batch.execute(cfg_for("model_data=s3://data/models/model.tar.gz", "input=s3://data/in/sentences.txt",
-                                   f"output={output_bucket}", f"aws.role={ROLE}", f"download_dir={tmp_path / 'dl'}",
-                                   "aws.bucket=data"))  # fmt: skip
+                                   f"output={output_bucket}", f"aws.role={ROLE}", f"download_dir={tmp_path / 'dl'}"))
     assert [p["Bucket"] for p in ops(api_calls, "PutObject")] == ["results"]  # only the job's output
+    assert [c[1] for c in api_calls if c[1] in ("GetCallerIdentity", "CreateBucket")] == []  # no default bucket
     (job,) = ops(api_calls, "CreateTransformJob")
     assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://data/in/sentences.txt"
     (model,) = ops(api_calls, "CreateModel")
@@ -168,6 +172,25 @@ def test_s3_input_and_model_are_used_as_is(archive, sentences_file, output_bucke
     out = tmp_path / "dl" / "sentences.txt.out"
     assert [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()] == expected_rows(tiny_export)
     assert result["summary"]["count"] == len(SENTENCES)
+
+
+@pytest.mark.parametrize("uri", ["s3://data/prefix/", "s3://data/prefix"])
+def test_an_s3_prefix_gives_one_out_per_object_and_nothing_to_download(uri, archive, sentences_file, output_bucket,
+                                                                       handler_container, tmp_path):  # fmt: skip
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="data")
+    for name in ("a.txt", "b.txt"):
+        s3.upload_file(str(sentences_file), "data", f"prefix/{name}")
+    result = batch.execute(cfg_for(f"model_data={archive}", f"input={uri}", f"output={output_bucket}",
+                                   f"aws.role={ROLE}", f"download_dir={tmp_path}"))  # fmt: skip
+    assert "summary" not in result and result["output"] == "s3://results/cola/batch/<input file>.out"
+    listed = s3.list_objects_v2(Bucket="results", Prefix="cola/batch/")["Contents"]
+    assert {o["Key"] for o in listed} >= {"cola/batch/a.txt.out", "cola/batch/b.txt.out"}
+    with pytest.raises(LaunchError, match=r"input=s3://data/nothing is neither an S3 object nor a prefix"):
+        batch.execute(cfg_for(f"model_data={archive}", "input=s3://data/nothing", f"output={output_bucket}",
+                              f"aws.role={ROLE}"))  # fmt: skip
 
 
 def test_dry_run_makes_no_call(archive, sentences_file, clean_env, monkeypatch, capsys):

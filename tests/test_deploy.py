@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 
 from cola_bert import inference
 from cola_bert.config import conf_dir
-from launch import deploy, images
+from launch import deploy, errors, images
 from launch.errors import LaunchError, NotFound
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -330,12 +330,41 @@ def test_deploy_s3_archive_is_used_as_is(archive, handler_container, api_calls):
     s3.upload_file(str(archive), "models-bucket", "runs/7/model.tar.gz")
     api_calls.clear()
     uri = "s3://models-bucket/runs/7/model.tar.gz"
-    result = deploy.execute(cfg_for(MOTO_CPU, f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3",
-                                    "aws.bucket=models-bucket"))  # fmt: skip
+    result = deploy.execute(cfg_for(MOTO_CPU, f"model_data={uri}", f"aws.role={ROLE}", "endpoint_name=from-s3"))
     assert result["plan"].artifact.manifest["format"] == "torchscript"  # read from the head of the object
     (create_model,) = ops(api_calls, "CreateModel")
     assert create_model["PrimaryContainer"]["ModelDataUrl"] == uri
     assert ops(api_calls, "PutObject") == [] and ops(api_calls, "CreateMultipartUpload") == []
+    # No aws.bucket: nothing needs the default bucket, so the SDK never looks it up or creates it.
+    assert [c[1] for c in api_calls if c[1] in ("GetCallerIdentity", "HeadBucket", "CreateBucket")] == []
+
+
+def test_a_taken_name_is_refused_before_anything_is_uploaded(archive, handler_container, api_calls):
+    """SageMaker refuses an existing endpoint name, and the SDK would silently re-use an existing model's old
+    archive: both are refused, without the delete hint that would remove what this run did not create."""
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.create_model(ModelName="taken", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "img"})
+    api_calls.clear()
+    with pytest.raises(LaunchError) as info:
+        deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=taken"))
+    assert str(info.value).startswith("A SageMaker model named taken already exists in us-east-1. Pick another")
+    assert [c[1] for c in api_calls if c[1].startswith(("Put", "Create"))] == []
+    sm.delete_model(ModelName="taken")
+
+
+def test_ctrl_c_while_waiting_says_what_keeps_billing(archive, handler_container, monkeypatch):
+    from sagemaker.pytorch import PyTorchModel
+
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PyTorchModel, "deploy", interrupted)
+    with pytest.raises(errors.Interrupted) as info:
+        deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "endpoint_name=ctrl-c"))
+    assert info.value.exit_code == 130 and "goes on creating endpoint ctrl-c" in str(info.value)
+    assert "python -m launch.deploy action=delete endpoint_name=ctrl-c" in str(info.value)
 
 
 @pytest.mark.timeout(900)  # a full export with its verification: ~1 min alone, much longer on a shared machine
@@ -385,7 +414,8 @@ def test_training_job_not_found(handler_container):
 def test_wait_false_skips_the_smoke_test(archive, handler_container, api_calls, capsys):
     result = deploy.execute(cfg_for(MOTO_CPU, f"model_data={archive}", f"aws.role={ROLE}", "wait=false"))
     assert "predictions" not in result
-    assert ops(api_calls, "InvokeEndpoint") == [] and ops(api_calls, "DescribeEndpoint") == []
+    names = [c[1] for c in api_calls]
+    assert "InvokeEndpoint" not in names and "DescribeEndpoint" not in names[names.index("CreateEndpoint"):]  # no wait
     assert "aws sagemaker describe-endpoint" in capsys.readouterr().out
 
 
