@@ -13,6 +13,9 @@ trials share one checkpoint_s3_uri; each writes and resumes only `/opt/ml/checkp
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +26,7 @@ from omegaconf import DictConfig
 
 from launch import console, validate
 from launch import train as launch_train
-from launch.errors import LaunchError, aws_errors, exit_on_error
+from launch.errors import JobFailed, LaunchError, aws_errors, exit_on_error
 from launch.overrides import is_launcher_only, refuse_before_hydra, split_overrides
 from launch.session import import_sagemaker
 
@@ -75,6 +78,20 @@ def check(tune_cfg: DictConfig) -> None:
     if int(tune_cfg.max_jobs) < 1 or int(tune_cfg.max_parallel_jobs) < 1:
         raise LaunchError(f"tune.max_jobs={tune_cfg.max_jobs} and tune.max_parallel_jobs={tune_cfg.max_parallel_jobs} "
                           "must be at least 1.")  # fmt: skip
+    strategy, ranges = str(tune_cfg.strategy), {k: v for k, v in (tune_cfg.get("ranges") or {}).items() if v}
+    # Grid search tries every combination of categorical values; SageMaker refuses other ranges with it.
+    if strategy == "Grid" and (others := [f"tune.ranges.{k} ({v.get('type')})" for k, v in ranges.items()
+                                          if str(v.get("type", "")).lower() != "categorical"]):  # fmt: skip
+        raise LaunchError(f"tune.strategy=Grid searches categorical ranges only, and {', '.join(others)} "
+                          f"{'is' if len(others) == 1 else 'are'} not: drop them ('~tune.ranges.<name>'), make "
+                          "them categorical (type: categorical, values: [...]), or choose another tune.strategy.")
+    # botocore's service model, HyperParameterTuningJobConfig.TrainingJobEarlyStoppingType: "Because the Hyperband
+    # strategy has its own advanced internal early stopping mechanism, TrainingJobEarlyStoppingType must be OFF to use
+    # Hyperband."
+    if strategy == "Hyperband" and str(tune_cfg.early_stopping_type) != "Off":
+        raise LaunchError(f"tune.strategy=Hyperband stops unpromising training jobs itself, so SageMaker refuses "
+                          f"tune.early_stopping_type={tune_cfg.early_stopping_type} with it: pass "
+                          "tune.early_stopping_type=Off, or choose another tune.strategy.")  # fmt: skip
     names = {d["Name"] for d in launch_train.metric_definitions()}
     if str(tune_cfg.objective_metric_name) not in names:
         raise LaunchError(f"tune.objective_metric_name={tune_cfg.objective_metric_name} is not one of the metrics the "
@@ -82,9 +99,11 @@ def check(tune_cfg: DictConfig) -> None:
 
 
 def tuning_job_name(tune_cfg: DictConfig) -> str:
-    name = import_sagemaker().utils.name_from_base(str(tune_cfg.get("base_tuning_job_name") or "cola-bert-tune"),
-                                                   max_length=32, short=True)  # fmt: skip
-    return validate.resource_name(name, "tune.base_tuning_job_name (with its timestamp)",
+    """<base, cut to 16 characters>-<unix time>-<4 random hex digits>: unique even for two runs in the same second
+    (each run uploads code/<name>/source/sourcedir.tar.gz, which its trials download later)."""
+    name = import_sagemaker().utils.unique_name_from_base(
+        str(tune_cfg.get("base_tuning_job_name") or "cola-bert-tune"), max_length=32)  # fmt: skip
+    return validate.resource_name(name, "tune.base_tuning_job_name (with its timestamp and random suffix)",
                                   "CreateHyperParameterTuningJob", "HyperParameterTuningJobName")  # fmt: skip
 
 
@@ -95,14 +114,21 @@ def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) 
     name = tuning_job_name(tune_cfg)
     with tempfile.TemporaryDirectory(prefix="cola-bert-tune-") as tmp:
         job = launch_train.prepare_job(cfg, overrides, Path(tmp), job_name=name, static_exclude=tuple(ranges))
-        # SageMaker counts the tuned keys and `_tuning_objective_metric` among the job's hyperparameters too.
+        from sagemaker.exceptions import UnexpectedStatusException
+        from sagemaker.tuner import HyperparameterTuner
+
+        # SageMaker counts the tuned keys and `_tuning_objective_metric` among the job's hyperparameters too, and the
+        # tuner adds the Framework estimator's class and module (HyperparameterTuner._prepare_static_hyperparameters).
         static = launch_train.sent_hyperparameters(job.estimator, name, job.kwargs["code_location"], job.ctx.region)
+        static[HyperparameterTuner.SAGEMAKER_ESTIMATOR_CLASS_NAME] = json.dumps(type(job.estimator).__name__)
+        static[HyperparameterTuner.SAGEMAKER_ESTIMATOR_MODULE] = json.dumps(job.estimator.__module__)
         sent = {**static, **{key: "0" for key in ranges}, "_tuning_objective_metric": str(tune_cfg.objective_metric_name)}
         validate.hyperparameters(sent, sdk_keys=len(sent) - len(job.split.hyperparameters) - len(ranges))
-        from sagemaker.tuner import HyperparameterTuner
 
         settings = {k: str(tune_cfg[k]) for k in ("objective_metric_name", *CHOICES)}
         limits = {"max_jobs": int(tune_cfg.max_jobs), "max_parallel_jobs": int(tune_cfg.max_parallel_jobs)}
+        if settings["strategy"] == "Grid":  # one training job per combination
+            limits["max_jobs"] = math.prod(len(r.values) for r in ranges.values())
         with aws_errors("checking the tuning job settings"):
             tuner = HyperparameterTuner(
                 estimator=job.estimator, hyperparameter_ranges=ranges, metric_definitions=job.kwargs["metric_definitions"],
@@ -138,8 +164,19 @@ def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) 
         if tune_cfg.get("wait", False):
             console.info("Waiting for all its training jobs (Ctrl-C stops waiting, not the tuning job).")
             with aws_errors(f"waiting for the tuning job {name}"):
-                tuner.wait()
-                record.update(status="completed", best_training_job=tuner.best_training_job())
+                with contextlib.suppress(UnexpectedStatusException):
+                    tuner.wait()  # a Failed job raises (reported below), a Stopped one only logs a warning
+                described = tuner.describe()
+            status, best = described.get("HyperParameterTuningJobStatus"), described.get("BestTrainingJob") or {}
+            record.update(status=str(status).lower(), best_training_job=best.get("TrainingJobName"))
+            if status != "Completed" or not best:
+                reason = f": {described['FailureReason']}" if described.get("FailureReason") else ""
+                so_far = (f" Its best training job so far: {best['TrainingJobName']}." if best else
+                          f" No training job reported {settings['objective_metric_name']}, so there is no best one.")
+                error = JobFailed(f"Tuning job {name} ended {status}{reason}.{so_far} See its training jobs and "
+                                  f"their logs at {record['console_url']}")  # fmt: skip
+                launch_train.write_record(record | {"error": str(error)}, run_dir)
+                raise error
             console.info(f"Best training job: {record['best_training_job']}")
             console.info(f"Download its model: python -m launch.train attach={record['best_training_job']}")
         else:

@@ -300,6 +300,41 @@ def test_wait_true_waits_and_reports_the_model_artifact(moto_env, api_calls, sma
     assert "Model artifact" in out.out and "Traceback" not in out.out + out.err
 
 
+def test_a_stopped_job_is_a_failure_with_its_reason_and_its_record(moto_env, small_data, tmp_path, monkeypatch):
+    """SageMaker's waiter only warns about a Stopped job (max_run or spot max_wait reached): exit 1, not success."""
+    import sagemaker.session
+
+    describe = sagemaker.session.Session.describe_training_job
+
+    def stopped(self, name):
+        return {**describe(self, name), "TrainingJobStatus": "Stopped", "SecondaryStatus": "MaxRuntimeExceeded"}
+
+    monkeypatch.setattr(sagemaker.session.Session, "describe_training_job", stopped)
+    with pytest.raises(errors.JobFailed) as info:
+        run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}", "sagemaker.logs=None", run_dir=tmp_path)
+    assert info.value.exit_code == 1 and "ended Stopped: secondary status MaxRuntimeExceeded" in str(info.value)
+    record = json.loads((tmp_path / launch_train.JOB_RECORD).read_text())
+    assert record["status"] == "failed" and "MaxRuntimeExceeded" in record["error"]
+
+
+def test_without_permission_to_read_the_log_it_waits_without_it(moto_env, api_calls, small_data, monkeypatch, capsys):
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    call = BaseClient._make_api_call
+
+    def no_logs(self, operation, params):
+        if operation == "DescribeLogStreams":
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, operation)
+        return call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", no_logs)
+    record = run_launch("model=tiny", *data_args(small_data), f"aws.role={ROLE}")  # logs=All
+    assert record["status"] == "completed"
+    err = capsys.readouterr().err
+    assert "The job's log cannot be read" in err and "Access denied calling DescribeLogStreams" in err
+
+
 def test_logs_setting():
     assert [launch_train.logs_setting(v) for v in ("All", "None", None, True, False, "none", "all")] == [
         "All", "None", "None", "All", "None", "None", "All"]  # fmt: skip
@@ -568,6 +603,96 @@ def test_tuner_wait_reports_the_best_training_job(moto_env, small_data, tmp_path
     record = launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides, run_dir=tmp_path)
     assert record["status"] == "completed" and record["best_training_job"]
     assert f"Best training job: {record['best_training_job']}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("status", "reason"), [("Stopped", None), ("Failed", "All training jobs failed.")])
+def test_tuner_wait_without_a_best_training_job_exits_in_one_paragraph(
+    status, reason, moto_env, small_data, tmp_path, sdk_waits_without_sleeping, monkeypatch, capsys,
+):  # fmt: skip
+    """The SDK only warns about a Stopped tuning job and best_training_job() raises a plain Exception without one."""
+    from botocore.client import BaseClient
+
+    from launch import tune as launch_tune
+
+    call = BaseClient._make_api_call
+
+    def no_best(self, operation, params):
+        answer = call(self, operation, params)
+        if operation == "DescribeHyperParameterTuningJob":
+            answer = {k: v for k, v in answer.items() if k != "BestTrainingJob"}
+            answer |= {"HyperParameterTuningJobStatus": status, **({"FailureReason": reason} if reason else {})}
+        return answer
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", no_best)
+    overrides = ["model=tiny", *data_args(small_data), f"aws.role={ROLE}", "tune.wait=true"]
+    with pytest.raises(SystemExit) as info:
+        errors.exit_on_error(launch_tune.tune)(compose_launch(*overrides, config="launch_tune"), overrides,
+                                               run_dir=tmp_path)  # fmt: skip
+    assert info.value.code == 1
+    record = json.loads((tmp_path / launch_train.JOB_RECORD).read_text())
+    name = record["tuning_job_name"]
+    assert record["status"] == status.lower() and record["best_training_job"] is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"Error: {record['error']}"]
+    assert record["error"].startswith(f"Tuning job {name} ended {status}{f': {reason}' if reason else ''}. No training "
+                                      "job reported val_mcc, so there is no best one.")  # fmt: skip
+    assert record["error"].endswith(record["console_url"])
+
+
+def test_tuner_job_names_are_unique_within_one_second(monkeypatch):
+    from launch import tune as launch_tune
+
+    monkeypatch.setattr(time, "time", lambda: 1764100000.5)  # both names in the same second
+    tune_cfg = compose_launch(config="launch_tune").tune
+    first, second = launch_tune.tuning_job_name(tune_cfg), launch_tune.tuning_job_name(tune_cfg)
+    assert first != second
+    assert all(len(n) <= 32 and re.fullmatch(r"cola-bert-tune-1764100000-[0-9a-f]{4}", n) for n in (first, second))
+
+
+def test_tuner_counts_the_hyperparameters_the_tuner_adds(moto_env, api_calls, small_data, tmp_path):
+    """Static + tuned + `_tuning_objective_metric` + the tuner's sagemaker_estimator_class_name/_module: 100 at most."""
+    from launch import tune as launch_tune
+
+    def dry_run(extra: int) -> dict:
+        overrides = ["model=tiny", *[f"+extra.k{i}=1" for i in range(extra)], *data_args(small_data),
+                     f"aws.role={ROLE}", "dry_run=true"]  # fmt: skip
+        return launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides, run_dir=tmp_path)
+
+    dry_run(87)  # 88 static overrides + 5 SDK keys + 2 tuner keys + 4 tuned + `_tuning_objective_metric` = 100
+    run_launch("model=tiny", *[f"+extra.k{i}=1" for i in range(88)], *data_args(small_data), "dry_run=true")
+    with pytest.raises(LaunchError) as info:  # 94 keys as a training job, 101 under the tuner
+        dry_run(88)
+    assert "101 hyperparameters (93 training overrides + 8 set by the SageMaker SDK)" in str(info.value)
+    assert api_calls == []
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    (["tune.strategy=Grid"], ("tune.strategy=Grid searches categorical ranges only, and tune.ranges.lr (continuous), "
+                              "tune.ranges.warmup_ratio (continuous), tune.ranges.max_epochs (integer) are not: drop")),
+    (["tune.strategy=Hyperband", "tune.early_stopping_type=Auto"],
+     ("tune.strategy=Hyperband stops unpromising training jobs itself, so SageMaker refuses "
+      "tune.early_stopping_type=Auto with it: pass tune.early_stopping_type=Off")),
+])  # fmt: skip
+def test_tuner_refuses_strategy_settings_before_any_aws_call(settings, expected, moto_env, api_calls, small_data):
+    from launch import tune as launch_tune
+
+    overrides = ["model=tiny", *data_args(small_data), f"aws.role={ROLE}", *settings]  # not a dry run
+    with pytest.raises(LaunchError) as info:
+        launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+    assert api_calls == []
+
+
+def test_tuner_grid_runs_one_training_job_per_combination(moto_env, api_calls, small_data):
+    from launch import tune as launch_tune
+
+    overrides = ["model=tiny", *data_args(small_data), f"aws.role={ROLE}", "tune.strategy=Grid", "~tune.ranges.lr",
+                 "~tune.ranges.warmup_ratio", "~tune.ranges.max_epochs", "+tune.ranges.seed.hyperparameter=seed",
+                 "+tune.ranges.seed.type=categorical", "+tune.ranges.seed.values=[1,2]"]  # fmt: skip
+    launch_tune.tune(compose_launch(*overrides, config="launch_tune"), overrides)
+    (request,) = [p for s, op, p, _ in api_calls if (s, op) == ("sagemaker", "CreateHyperParameterTuningJob")]
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Grid" and config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 3 * 2
 
 
 # ------------------------------------------------------------------------------------------------------------ attach
