@@ -537,6 +537,19 @@ def test_bad_inputs_fail_with_a_clear_error_and_write_nothing(case, match, tiny_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
+def test_an_output_dir_that_would_overwrite_the_input_is_refused(tiny_model_dir, tmp_path):
+    """`output_dir=RUN` for `model_dir=RUN/model` (or RUN/model.tar.gz) would replace the model being exported."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "model")
+    _training_artifact(tiny_model_dir, run / "model.tar.gz")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for source in (run / "model", run / "model.tar.gz", run / "model" / "."):
+        with pytest.raises(ExportError, match=r"would overwrite the model being exported.*output_dir=.*export"):
+            export_model(source, run)
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in run.iterdir()) == ["model", "model.tar.gz"]  # no work directory left
+
+
 def test_cli_bad_input_is_one_clear_line(tmp_path):
     proc = _run_cli(f"model_dir={tmp_path / 'missing'}", f"output_dir={tmp_path / 'out'}", timeout=120)
     assert proc.returncode == 2

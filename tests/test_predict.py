@@ -189,6 +189,47 @@ def test_tampered_artifact_is_refused(artifact, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("change", ["code", "unlisted"])
+def test_a_modified_handler_or_an_added_file_is_refused_like_serve_refuses_it(change, artifact, tmp_path, capsys):
+    """predict runs the installed handler, not the artifact's code/, yet refuses what `serve` refuses: an artifact
+    that is not what the export wrote is not scored."""
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(artifact / "model", copy)
+    if change == "code":
+        with open(copy / "code" / "inference.py", "a") as handle:
+            handle.write("\n# changed\n")
+    else:
+        (copy / "code" / "helper.py").write_text("print('hi')\n")
+    source = _write(tmp_path / "in.txt", SENTENCES[:1])
+    assert predict.main(["--model-dir", str(copy), "--input", str(source), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert ("code/inference.py is corrupt or was modified" if change == "code" else "code/helper.py is not listed") in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(artifact, tmp_path, capsys):
+    source = _write(tmp_path / "in.txt", SENTENCES[:2])
+    before = source.read_bytes()
+    (tmp_path / "link.txt").symlink_to(source)
+    for output in (source, tmp_path / "link.txt"):
+        args = ["--model-dir", str(artifact / "model"), "--input", str(source), "--output", str(output)]
+        assert predict.main(args) == 2
+        assert "is the --input file" in capsys.readouterr().err and source.read_bytes() == before
+
+
+def test_a_broken_model_directory_is_one_error_paragraph(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "config.json").write_text("{ not json")
+    assert predict.main(["--model-dir", str(broken), "A sentence."]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model-dir {broken} cannot be loaded") and "Traceback" not in err
+
+
 def test_a_failure_midway_keeps_the_previous_output(artifact, tmp_path, monkeypatch):
     out = tmp_path / "out.jsonl"
     out.write_text("previous results\n")

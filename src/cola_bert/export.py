@@ -260,6 +260,14 @@ def export_model(
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise ExportError(f"output_dir={output_dir} exists and is not a directory.")
+    source = Path(model_dir).expanduser().resolve()
+    for target in (output_dir / "model", output_dir / "model.tar.gz"):
+        if source == target or target in source.parents:  # the export would replace its own input
+            raise ExportError(
+                f"output_dir={output_dir} would overwrite the model being exported: the export writes {target}, "
+                f"and model_dir={source} is {'that path' if source == target else 'inside it'}. Choose another "
+                f"output_dir, e.g. output_dir={source.parent / 'export'}."
+            )
     parent = output_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     sentences, sentence_source = agreement_sentences(find_cola_archive(cola_archive, None) if cola_archive else None,

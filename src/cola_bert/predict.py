@@ -92,7 +92,10 @@ def _hf_model(model_dir: Path, max_length: int) -> Any:
 
 @contextlib.contextmanager
 def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iterator[Any]:
-    """The model behind ``--model-dir`` as a handler ``ColaModel``; a tarball is unpacked into a temporary directory."""
+    """The model behind ``--model-dir`` as a handler ``ColaModel``; a tarball is unpacked into a temporary directory.
+
+    An exported artifact is verified as strictly as ``cola_bert.serve`` verifies it (every file, ``code/`` included,
+    matches its sha256; no file the manifest does not list): a modified artifact is refused, not scored."""
     from cola_bert import inference
 
     path = Path(model_dir).expanduser()
@@ -101,26 +104,36 @@ def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iter
             f"--model-dir {model_dir} does not exist. Pass an export's model.tar.gz or model/ directory, or a "
             "training run's model/ directory."
         )
-    try:
-        if path.is_file():
-            with tempfile.TemporaryDirectory(prefix="cola-predict-") as tmp:
-                root = inference.safe_extract(path, Path(tmp) / "model")
-                yield inference.load_artifact(root)
-            return
-        for candidate in (path, path / "model"):
-            if (candidate / inference.MANIFEST_NAME).is_file():
-                yield inference.load_artifact(candidate)
-                return
-        if (path / "config.json").is_file():
-            yield _hf_model(path, max_length)
-            return
-    except inference.ArtifactError as err:
-        raise PredictError(f"--model-dir {model_dir}: {err}") from None
-    raise PredictError(
-        f"--model-dir {model_dir} is neither an exported artifact (no manifest.json) nor a model directory (no "
-        "config.json). Pass OUT/model.tar.gz from `python -m cola_bert.export`, or a run's model/ directory, e.g. "
-        "outputs/train/runs/<time>/model."
-    )
+
+    def load_verified(root: Path) -> Any:
+        inference.verify_artifact(root, strict=True)
+        return inference.load_artifact(root, verify=False)
+
+    with contextlib.ExitStack() as stack:
+        model = None
+        try:
+            if path.is_file():
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cola-predict-")))
+                model = load_verified(inference.safe_extract(path, tmp / "model"))
+            elif manifests := [c for c in (path, path / "model") if (c / inference.MANIFEST_NAME).is_file()]:
+                model = load_verified(manifests[0])
+            elif (path / "config.json").is_file():
+                model = _hf_model(path, max_length)
+        except inference.ArtifactError as err:
+            raise PredictError(f"--model-dir {model_dir}: {err}") from None
+        except (OSError, ValueError) as err:  # transformers / tokenizers on a broken model directory
+            raise PredictError(
+                f"--model-dir {model_dir} cannot be loaded ({type(err).__name__}: {' '.join(str(err).split())[:300]}). "
+                "Check that it is a complete model directory written by save_pretrained (config.json, weights, "
+                "tokenizer files), or pass an export's model.tar.gz."
+            ) from None
+        if model is None:
+            raise PredictError(
+                f"--model-dir {model_dir} is neither an exported artifact (no manifest.json) nor a model directory "
+                "(no config.json). Pass OUT/model.tar.gz from `python -m cola_bert.export`, or a run's model/ "
+                "directory, e.g. outputs/train/runs/<time>/model."
+            )
+        yield model
 
 
 def predict_rows(model: Any, sentences: list[str], batch_size: int = 32) -> list[dict]:
@@ -197,7 +210,11 @@ def run(args: argparse.Namespace) -> int:
         if args.output is None:
             raise PredictError("--input needs --output FILE for the predictions (one JSON object per line).")
         output = _check_output(Path(args.output))
-        sentences = read_sentences(Path(args.input).expanduser())
+        source = Path(args.input).expanduser()
+        if output.exists() and source.exists() and os.path.samefile(output, source):
+            raise PredictError(f"--output {args.output} is the --input file: writing the predictions would destroy "
+                               "the sentences. Pass another file name, e.g. predictions.jsonl.")  # fmt: skip
+        sentences = read_sentences(source)
         with open_model(args.model_dir, args.max_length) as model:
             predict_file(model, sentences, output, args.batch_size)
         print(f"Wrote {len(sentences)} predictions to {output}", file=sys.stderr)
