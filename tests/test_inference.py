@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import encodings.aliases
+import io
 import json
 import logging
 import pickle
@@ -10,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import types
 from pathlib import Path
 
@@ -165,6 +168,13 @@ def test_return_logits_parameter_adds_logits(model, eager):
         ("application/*", None, "application/json"),
         ("application/jsonlines", None, "application/jsonlines"),
         ("*/*", "application/jsonlines", "application/jsonlines"),
+        # RFC 9110 q-values: q=0 excludes a type, the highest q wins, ties keep the listed order
+        ("application/json;q=0, application/jsonlines", None, "application/jsonlines"),
+        ("application/jsonlines;q=0.1, application/json;q=1", None, "application/json"),
+        ("application/jsonlines;q=0.5, application/x-logits+json;q=0.5", None, "application/jsonlines"),
+        ("*/*;q=0.2, application/x-logits+json", None, "application/x-logits+json"),
+        ("application/json;q=0, */*", None, "application/jsonlines"),  # the wildcard means "anything else"
+        ("application/jsonlines;q=0.9, */*;q=0.1", None, "application/jsonlines"),
     ],
 )
 def test_accept_negotiation(model, monkeypatch, accept, env, expected):
@@ -212,6 +222,13 @@ def test_jsonlines_is_one_line_per_sentence_in_order(model):
         ('["\\ud800"]', "application/json", 400, "lone surrogate"),
         (b"\xff\xfe\xfa", "text/plain", 400, "not valid utf-8"),
         ('a,b\n"c"\n', "text/csv", 400, "CSV row 1 has 2 columns"),
+        ('First.\n"Second, unclosed.\nThird.\n', "text/csv", 400, "row 2 (a quote opened there is never closed"),
+        ('"The cat" sat.\n', "text/csv", 400, "row 1 (text after a closing quote"),
+        (b'["x"]', "application/json; charset=rot13", 415, "not a text encoding"),
+        (b"eA==", "text/plain; charset=base64", 415, "not a text encoding"),
+        (b"78", "text/plain; charset=hex", 415, "not a text encoding"),
+        (b"x", "text/csv; charset=zlib", 415, "not a text encoding"),
+        (b"x", "text/plain; charset=bz2", 415, "not a text encoding"),
         ("x", "application/octet-stream", 415, "Unsupported Content-Type"),
         ("x", None, 415, "Unsupported Content-Type"),
         (b"x", "text/plain; charset=klingon", 415, "Unknown charset"),
@@ -240,6 +257,26 @@ def test_unsupported_accept_is_406(model):
     with pytest.raises(inference.RequestError) as info:
         inference.output_fn(prediction, "text/html")
     assert info.value.status_code == 406 and "application/x-logits+json" in info.value.message
+    for excluded in ("application/json;q=0", "application/json;q=0, application/jsonlines;q=0.000, */*;q=0"):
+        with pytest.raises(inference.RequestError) as info:
+            inference.output_fn(prediction, excluded)
+        assert info.value.status_code == 406
+
+
+def test_every_charset_python_knows_is_decoded_or_a_4xx():
+    """No charset in a Content-Type header may turn into a 500 (LookupError, UnicodeError from idna, ...)."""
+    names = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()))
+    outcomes = {}
+    for name in names:
+        for body in (b'["Fine."]', b"\xff\xfe\x80\\x", b"xn--"):
+            try:
+                inference.input_fn(body, f"application/json; charset={name}")
+                outcomes.setdefault(name, "decoded")
+            except inference.RequestError as err:
+                assert err.status_code in (400, 415), (name, err.message)
+                if err.status_code == 415:
+                    outcomes[name] = "415"
+    assert outcomes["utf_8"] == "decoded" and outcomes["rot_13"] == outcomes["base64_codec"] == "415"
 
 
 def test_status_codes_survive_the_real_inference_toolkit(artifact, monkeypatch):
@@ -371,6 +408,137 @@ def test_not_an_artifact_is_a_clear_error(tmp_path, tiny_model_dir):
         inference.model_fn(str(tiny_model_dir))
     with pytest.raises(inference.ArtifactError, match="not a directory"):
         inference.model_fn(str(tmp_path / "missing"))
+
+
+def _copy_with_manifest(artifact: Path, dest: Path, **changes) -> Path:
+    shutil.copytree(artifact, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest.update(changes)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"max_length": "abc"}, 'max_length as "abc", not a positive integer'),
+    ({"max_length": 0}, "max_length as 0"),
+    ({"model_file": ["model.pt"]}, 'model_file as ["model.pt"], not a file name'),
+    ({"label_names": "ab"}, 'label_names as "ab", not a list of label names'),
+    ({"label_names": [0, 1]}, "label_names as [0, 1]"),
+    ({"files": ["model.pt"]}, "files as"),
+    ({"tokenizer": "tokenizer.json"}, 'tokenizer as "tokenizer.json", not an object'),
+    ({"tokenizer": {"file": "tokenizer.json", "pad_token_id": "0"}}, 'tokenizer.pad_token_id as "0"'),
+    ({"tokenizer": {"file": ["tokenizer.json"]}}, "tokenizer.file as"),
+])
+def test_malformed_manifest_values_are_an_artifact_error(artifact, tmp_path, changes, named):
+    model_dir = _copy_with_manifest(artifact, tmp_path / "model", **changes)
+    for load in (inference.model_fn, lambda d: inference.verify_artifact(d, strict=True)):
+        with pytest.raises(inference.ArtifactError) as info:
+            load(str(model_dir))
+        assert named in str(info.value) and "re-export the model" in str(info.value)
+
+
+def test_tokenizer_file_that_is_no_tokenizer_is_an_artifact_error(artifact, tmp_path):
+    """A listed, hashed file that the tokenizers library cannot read: ArtifactError naming it, not a bare Exception."""
+    model_dir = _copy_with_manifest(artifact, tmp_path / "model", tokenizer={"file": "tokenizer_config.json"})
+    inference.verify_artifact(model_dir, strict=True)  # every hash is in order
+    with pytest.raises(inference.ArtifactError, match=r"Artifact file tokenizer_config.json \(tokenizer.file\) "
+                                                      "cannot be loaded as a fast tokenizer"):
+        inference.model_fn(str(model_dir))
+
+
+def _tarball(path: Path, members, first_from: Path | None = None) -> Path:
+    """A .tar.gz of ``first_from``'s members (an export's model.tar.gz) followed by ``members`` ({name: bytes})."""
+    with tarfile.open(path, "w:gz") as out:
+        if first_from is not None:
+            with tarfile.open(first_from) as source:
+                for member in source:
+                    out.addfile(member, source.extractfile(member) if member.isfile() else None)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """Fails the test if anything is unpacked: refusals must come before extraction."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the archive was being unpacked")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", refuse)
+    monkeypatch.setattr(tarfile.TarFile, "extract", refuse)
+
+
+def test_archive_file_its_manifest_does_not_list_is_refused_before_unpacking(exported_artifact, tmp_path,
+                                                                              no_extraction):
+    """An export's archive plus 16 MiB of zeros (16 KB compressed): a gzip bomb is refused, not written to disk."""
+    export = exported_artifact() / "model.tar.gz"
+    bomb = _tarball(tmp_path / "bomb.tar.gz", {"zeros.bin": bytes(16 << 20)}, first_from=export)
+    assert bomb.stat().st_size < export.stat().st_size + (1 << 20)
+    with pytest.raises(inference.ArtifactError) as info:
+        inference.safe_extract(bomb, tmp_path / "out")
+    assert "contains 'zeros.bin', which its manifest.json does not list" in str(info.value)
+    assert "before unpacking anything" in str(info.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+    # the same file stored before manifest.json (not the export's order) is refused too, still before unpacking
+    with tarfile.open(export) as source:
+        files = {m.name: source.extractfile(m).read() for m in source if m.isfile()}
+    reordered = _tarball(tmp_path / "reordered.tar.gz", {"zeros.bin": b"\0" * 10, **files})
+    with pytest.raises(inference.ArtifactError, match="'zeros.bin', which its manifest.json does not list"):
+        inference.safe_extract(reordered, tmp_path / "out")
+
+
+def test_archive_manifest_that_cannot_be_read_is_refused(tmp_path, no_extraction):
+    for name, manifest in [("bad-json", b"{not json"), ("no-files", b'{"format": "onnx"}'),
+                           ("huge", b" " * (inference.MAX_MANIFEST_BYTES + 1))]:
+        path = _tarball(tmp_path / f"{name}.tar.gz", {"manifest.json": manifest, "model.pt": b"x"})
+        with pytest.raises(inference.ArtifactError, match="contains a manifest.json .*before unpacking anything"):
+            inference.safe_extract(path, tmp_path / "out")
+    # a second manifest.json would replace the one whose listing was checked
+    manifest = json.dumps({"files": {"model.pt": "0" * 64}}).encode()
+    path = _tarball(tmp_path / "two.tar.gz", {"manifest.json": manifest, "model.pt": b"x", "./manifest.json": b"{}"})
+    with pytest.raises(inference.ArtifactError, match="contains './manifest.json' twice"):
+        inference.safe_extract(path, tmp_path / "out")
+
+
+def test_archive_size_and_count_bounds(tmp_path, monkeypatch):
+    # A header declaring 5 GiB (its data need not even be there): refused at the header, naming the member.
+    path = tmp_path / "declared.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        huge = tarfile.TarInfo("model.safetensors")
+        huge.size = 5 << 30
+        archive.fileobj.write(huge.tobuf(archive.format, archive.encoding, archive.errors))
+    with pytest.raises(inference.ArtifactError, match="'model.safetensors', declared as 5368709120 bytes, more than "
+                                                      "the 4294967296-byte limit for one file"):
+        inference.safe_extract(path, tmp_path / "out")
+
+    files = {f"f{i}.bin": b"x" * 600 for i in range(3)}
+    path = _tarball(tmp_path / "three.tar.gz", files)
+    monkeypatch.setattr(inference, "MAX_ARCHIVE_BYTES", 1000)
+    with pytest.raises(inference.ArtifactError, match=r"declares more than 1000 bytes in total .*'f1.bin'"):
+        inference.safe_extract(path, tmp_path / "out")
+    monkeypatch.setattr(inference, "MAX_ARCHIVE_BYTES", 1800)
+    monkeypatch.setattr(inference, "MAX_ARCHIVE_MEMBERS", 2)
+    with pytest.raises(inference.ArtifactError, match="has more than 2 members"):
+        inference.safe_extract(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "f0.bin").exists()
+    monkeypatch.setattr(inference, "MAX_ARCHIVE_MEMBERS", 3)
+    assert sorted(p.name for p in inference.safe_extract(path, tmp_path / "out").iterdir()) == sorted(files)
+
+
+def test_archive_without_a_manifest_is_unpacked_within_the_bounds(tmp_path):
+    """A SageMaker training job's Hugging Face model.tar.gz has no manifest.json: only the bounds apply."""
+    files = {"config.json": b"{}", "model.safetensors": b"w" * 1000, "tokenizer.json": b"{}", "metrics.json": b"{}",
+             "checkpoints/notes.txt": b"n"}
+    out = inference.safe_extract(_tarball(tmp_path / "model.tar.gz", files), tmp_path / "out")
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_export_archive_unpacks_and_verifies(exported_artifact, tmp_path):
+    manifest = inference.verify_tarball(exported_artifact() / "model.tar.gz", tmp_path / "out")
+    assert manifest["format"] == "torchscript"
 
 
 def test_tokenizer_matches_transformers(model, tiny_model_dir):

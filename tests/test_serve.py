@@ -217,6 +217,18 @@ def test_logits_accept_and_old_string_payload(server):
     assert _post(server, json.dumps(["x"]), accept="*/*").json()[0]["label_name"] in ("unacceptable", "acceptable")
 
 
+@pytest.mark.parametrize("accept, expected", [
+    ("application/json;q=0, application/jsonlines", "application/jsonlines"),
+    ("application/jsonlines;q=0.1, application/json;q=1", "application/json"),
+])
+def test_accept_q_values_are_honoured(server, accept, expected):
+    response = _post(server, json.dumps(["One.", "Two."]), accept=accept)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(expected)
+    rows = [json.loads(line) for line in response.text.split("\n")] if expected.endswith("lines") else response.json()
+    assert len(rows) == 2 and all(set(row) >= {"label", "probabilities"} for row in rows)
+
+
 # ----------------------------------------------------------------------------------------------------- 4xx cases
 @pytest.mark.parametrize(
     "body, content_type, accept, status, match",
@@ -230,6 +242,10 @@ def test_logits_accept_and_old_string_payload(server):
         ('["x"]', "application/json", "text/html", 406, "Unsupported Accept"),
         (json.dumps(["s"] * 101), "application/json", None, 413, "limit is 100"),
         ("[" * 30_000 + "]" * 30_000, "application/json", None, 400, "nested too deeply"),
+        ('["x"]', "application/json; charset=rot13", None, 415, "not a text encoding"),
+        (b"eA==", "text/plain; charset=base64", None, 415, "not a text encoding"),
+        ('One.\n"Two, unclosed.\nThree.\n', "text/csv", None, 400, "row 2 (a quote opened there is never closed"),
+        ('["x"]', "application/json", "application/json;q=0", 406, "Unsupported Accept"),
     ],
 )
 def test_client_errors_are_4xx_with_the_message(server, body, content_type, accept, status, match):
@@ -252,7 +268,41 @@ def test_body_over_the_limit_is_413(server):
     response = httpx.post(server.url + "/invocations", content=chunks(), headers={"Content-Type": "text/plain"},
                           timeout=60)
     assert response.status_code == 413
+    assert response.json()["error"] == ("Request body of 163840 bytes exceeds the 65536-byte limit; send fewer "
+                                        "sentences per request.")
     assert _post(server, '["fine"]').status_code == 200
+
+
+def test_chunked_body_past_what_is_drained_says_how_much_arrived(exported):
+    """In-process: a chunked body longer than limit + discard is cut off; the 413 says how many bytes arrived."""
+    app = serve.create_app(serve.Endpoint(inference, None, exported / "model"), max_body_bytes=100,
+                           discard_bytes=1000)
+
+    async def run():
+        async def chunks():
+            for _ in range(10):
+                yield b"x" * 500
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/invocations", content=chunks(), headers={"Content-Type": "text/plain"})
+
+    response = asyncio.run(run())
+    assert response.status_code == 413
+    assert response.json()["error"] == ("Request body is over the 100-byte limit: 1500 bytes arrived before the server "
+                                        "stopped reading; send fewer sentences per request.")
+
+
+def test_client_that_disconnects_mid_body_is_one_log_line(server):
+    """Content-Length 50, 10 bytes sent, connection closed: a warning line, no ClientDisconnect traceback."""
+    before = len(server.lines)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50\r\n\r\n" + b'["01234567')
+    server.wait_for_log("disconnected after sending 10 of 50 body bytes", timeout=60)
+    assert _post(server, '["still serving"]').status_code == 200
+    new = "".join(server.lines[before:])
+    assert "Traceback" not in new and "ClientDisconnect" not in new, new
+    assert sum("disconnected" in line for line in server.lines[before:]) == 1, new
 
 
 def test_20_mb_body_from_urllib_gets_413_not_a_reset(server):
@@ -450,6 +500,14 @@ def _missing_code(model_dir: Path, tmp_path: Path) -> None:
     (model_dir / "code" / "requirements.txt").unlink()
 
 
+def _max_length_not_a_number(model_dir: Path, tmp_path: Path) -> None:
+    _edit_manifest(model_dir, max_length="abc")
+
+
+def _model_file_a_list(model_dir: Path, tmp_path: Path) -> None:
+    _edit_manifest(model_dir, model_file=["model.pt"])
+
+
 @pytest.mark.parametrize("tamper, message", [
     (_tamper_tokenizer, "Artifact file tokenizer.json is corrupt or was modified"),
     (_tokenizer_outside, "names the tokenizer.file '../tokenizer.json', which is not a relative path inside"),
@@ -459,6 +517,8 @@ def _missing_code(model_dir: Path, tmp_path: Path) -> None:
     (_unlisted_code, "Artifact file code/helper.py is not listed in manifest.json"),
     (_cached_bytecode, "Artifact file code/__pycache__/inference.cpython-312.pyc is not listed"),
     (_missing_code, "Artifact file code/requirements.txt is missing"),
+    (_max_length_not_a_number, 'gives max_length as "abc", not a positive integer'),
+    (_model_file_a_list, 'gives model_file as ["model.pt"], not a file name'),
 ], ids=lambda v: v.__name__.strip("_") if callable(v) else None)
 def test_serve_refuses_a_modified_artifact_naming_the_file(exported, tmp_path, capsys, monkeypatch, tamper, message):
     def serve_forever(self):
@@ -475,6 +535,41 @@ def test_serve_refuses_a_modified_artifact_naming_the_file(exported, tmp_path, c
     assert message in err and err.startswith("error: ")
     assert not marker.exists() and not (tmp_path / "ran").exists()
     assert "the tampered handler ran" in marker_code  # the handler would have left the marker, had it run
+
+
+def test_serve_refuses_a_tokenizer_file_that_is_no_tokenizer(exported, tmp_path, capsys, monkeypatch):
+    """tokenizer.file names a listed, hashed file that tokenizers cannot read: exit 2 and one paragraph naming it."""
+    monkeypatch.setattr(serve._Server, "run", lambda self: pytest.fail("the server would have started"))
+    model_dir = _copy_artifact(exported, tmp_path / "model")
+    _edit_manifest(model_dir, tokenizer={"file": "tokenizer_config.json", "pad_token_id": 0})
+    loaded = set(sys.modules)
+    try:
+        assert serve.main(["--model-dir", str(model_dir), "--port", str(_free_port())]) == 2
+    finally:  # the handler module is cached by its digest; later tests must load their own copy
+        for name in set(sys.modules) - loaded:
+            if name.startswith("cola_artifact_inference_"):
+                del sys.modules[name]
+    err = capsys.readouterr().err
+    assert err.startswith("error: Artifact file tokenizer_config.json (tokenizer.file) cannot be loaded as a fast "
+                          "tokenizer"), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_tarball_with_an_unlisted_file_before_unpacking(exported, tmp_path, capsys, monkeypatch):
+    """The export's model.tar.gz plus 8 MiB of zeros that its manifest does not list: refused, nothing unpacked."""
+    monkeypatch.setattr(serve._Server, "run", lambda self: pytest.fail("the server would have started"))
+    monkeypatch.setattr(tarfile.TarFile, "extractall", lambda *a, **k: pytest.fail("the archive was unpacked"))
+    bomb = tmp_path / "model.tar.gz"
+    with tarfile.open(exported / "model.tar.gz") as source, tarfile.open(bomb, "w:gz") as out:
+        for member in source:
+            out.addfile(member, source.extractfile(member) if member.isfile() else None)
+        zeros = tarfile.TarInfo("code/zeros.bin")
+        zeros.size = 8 << 20
+        out.addfile(zeros, io.BytesIO(bytes(zeros.size)))
+    assert serve.main(["--model-dir", str(bomb), "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bomb} contains 'code/zeros.bin', which its manifest.json does not list"), err
+    assert "before unpacking anything" in err
 
 
 def test_unsafe_tarball_members_are_refused(tmp_path):
@@ -495,7 +590,7 @@ def test_unsafe_tarball_members_are_refused(tmp_path):
         "hard link": build("hard.tar.gz", info("a"), info("b", tarfile.LNKTYPE, "a")),
         "device": build("dev.tar.gz", info("dev", tarfile.CHRTYPE)),
         "absolute path": build("abs.tar.gz", info("/tmp/x")),
-        "twice": build("dup.tar.gz", info("manifest.json"), info("./manifest.json")),
+        "twice": build("dup.tar.gz", info("model.pt"), info("./model.pt")),  # manifest.json: test_inference
     }
     for problem, path in cases.items():
         with pytest.raises(inference.ArtifactError, match=problem):

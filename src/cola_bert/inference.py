@@ -70,6 +70,14 @@ DEVICE_ENV = "COLA_DEVICE"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 
 _HASH_CHUNK = 1 << 20
+# Archive bounds, enforced on the member headers before anything is unpacked, so that a gzip bomb (1 GiB of zeros is
+# 1 MB compressed) is refused instead of written to disk. Generous for bert-large: its fp32 weights are ~1.34 GB per
+# copy (model.pt / model.onnx, plus model.safetensors with hf_fallback), an export holds about ten files and a
+# Hugging Face training model.tar.gz a few dozen.
+MAX_MEMBER_BYTES = 4 << 30  # one file: three times a bert-large fp32 weight file
+MAX_ARCHIVE_BYTES = 8 << 30  # all files together: two copies of bert-large weights with room to spare
+MAX_ARCHIVE_MEMBERS = 10000  # files and directories
+MAX_MANIFEST_BYTES = 1 << 20  # manifest.json is a few KB
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -141,7 +149,32 @@ def read_manifest(model_dir: PathLike) -> Dict[str, Any]:
         raise ArtifactError(
             "{} names format {!r}; this handler serves {}.".format(path, manifest["format"], ", ".join(FORMATS))
         )
+    tokenizer = manifest.get("tokenizer")
+    checks = [
+        ("model_file", manifest["model_file"], isinstance(manifest["model_file"], str), "a file name (a string)"),
+        ("max_length", manifest["max_length"], _is_int(manifest["max_length"], 1), "a positive integer"),
+        ("label_names", manifest["label_names"], isinstance(manifest["label_names"], list)
+         and bool(manifest["label_names"]) and all(isinstance(n, str) for n in manifest["label_names"]),
+         "a list of label names (strings)"),
+        ("files", manifest["files"], isinstance(manifest["files"], dict), "an object {path: sha256}"),
+        ("tokenizer", tokenizer, tokenizer is None or isinstance(tokenizer, dict), "an object"),
+    ]
+    if isinstance(tokenizer, dict):
+        checks.append(("tokenizer.file", tokenizer.get("file"), isinstance(tokenizer.get("file", ""), str),
+                       "a file name (a string)"))
+        checks.append(("tokenizer.pad_token_id", tokenizer.get("pad_token_id"),
+                       _is_int(tokenizer.get("pad_token_id", 0), 0), "a token id (an integer >= 0)"))
+    for key, value, ok, expected in checks:
+        if not ok:
+            raise ArtifactError(
+                "{} gives {} as {}, not {}: the manifest was edited or is corrupt. Refusing the artifact; re-export "
+                "the model.".format(path, key, _short(value), expected)
+            )
     return manifest
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _safe_relpath(rel: Any) -> bool:
@@ -173,17 +206,64 @@ def _safe_member(member: tarfile.TarInfo) -> bool:
     return _member_problem(member) is None
 
 
+def _archive_listing(archive: tarfile.TarFile, member: tarfile.TarInfo, origin: Any) -> set:
+    """The normalised paths that the archive's ``manifest.json`` lists in ``files``, read without unpacking."""
+    refusal = (
+        "{} contains a manifest.json {}: the archive is corrupt or was not written by `python -m cola_bert.export`. "
+        "Refusing the archive before unpacking anything: re-export it."
+    )
+    if member.size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(refusal.format(origin, "of {} bytes (the limit is {})".format(
+            member.size, MAX_MANIFEST_BYTES)))
+    handle = archive.extractfile(member)
+    try:
+        manifest = json.loads(handle.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")) if handle else None
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ArtifactError(refusal.format(origin, "that is not valid JSON ({})".format(err))) from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ArtifactError(refusal.format(origin, "without a `files` object"))
+    return {posixpath.normpath(rel) for rel in files if isinstance(rel, str)}
+
+
 def check_archive_members(archive: tarfile.TarFile, origin: Any = None) -> List[tarfile.TarInfo]:
     """Every member of an open ``model.tar.gz``, after refusing anything that is unsafe to unpack.
 
     The one archive-safety check used by the handler, ``cola_bert.serve``, ``cola_bert.export`` and the deploy
     launcher: links, devices, absolute paths, ``..`` and a file stored twice (a later copy would silently replace the
-    one a scanner looked at) raise ``ArtifactError`` naming the member.
+    one a scanner looked at) raise ``ArtifactError`` naming the member. Headers are checked one by one, before the
+    next member is even read, against ``MAX_ARCHIVE_MEMBERS``, ``MAX_MEMBER_BYTES`` and ``MAX_ARCHIVE_BYTES``. When
+    the archive holds a ``manifest.json`` (an export writes it first), a file it does not list is refused too;
+    archives without one (a training job's Hugging Face ``model.tar.gz``) get the bounds only.
     """
     origin = origin or getattr(archive, "name", None) or "the archive"
-    members = archive.getmembers()
+    members: List[tarfile.TarInfo] = []
     seen = set()
-    for member in members:
+    listed = None  # the paths manifest.json lists, once it has been read
+    total = 0
+    for member in archive:  # header by header: a refusal comes before the next member's data is decompressed
+        members.append(member)
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise ArtifactError(
+                "{} has more than {} members; a model artifact holds a few dozen files at most. Refusing the archive "
+                "before unpacking anything: check that it is the model.tar.gz you meant, or re-export it with "
+                "`python -m cola_bert.export`.".format(origin, MAX_ARCHIVE_MEMBERS)
+            )
+        if member.size > MAX_MEMBER_BYTES:
+            raise ArtifactError(
+                "{} contains {!r}, declared as {} bytes, more than the {}-byte limit for one file (a bert-large "
+                "weight file is about 1.3 GB; a decompression bomb?). Refusing the archive "
+                "before unpacking anything: check that it is the model.tar.gz you meant, or re-export it with "
+                "`python -m cola_bert.export`.".format(origin, member.name, member.size, MAX_MEMBER_BYTES)
+            )
+        total += member.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ArtifactError(
+                "{} declares more than {} bytes in total (the limit, reached at {!r}); a bert-large artifact with "
+                "fallback weights is under 3 GB. Refusing the archive before unpacking anything: check that it is "
+                "the model.tar.gz you meant, or re-export it with `python -m cola_bert.export`.".format(
+                    origin, MAX_ARCHIVE_BYTES, member.name)
+            )
         problem = _member_problem(member)
         if problem is not None:
             raise ArtifactError(
@@ -200,7 +280,22 @@ def check_archive_members(archive: tarfile.TarFile, origin: Any = None) -> List[
                     "archive: re-export it with `python -m cola_bert.export`.".format(origin, member.name)
                 )
             seen.add(name)
+            if name == MANIFEST_NAME:
+                listed = _archive_listing(archive, member, origin)
+            _refuse_unlisted(member, listed, origin)
+    for member in members if listed is not None else ():  # files stored before manifest.json (not an export's order)
+        _refuse_unlisted(member, listed, origin)
     return members
+
+
+def _refuse_unlisted(member: tarfile.TarInfo, listed: Optional[set], origin: Any) -> None:
+    name = posixpath.normpath(member.name.replace("\\", "/"))
+    if listed is not None and member.isfile() and name != MANIFEST_NAME and name not in listed:
+        raise ArtifactError(
+            "{} contains {!r}, which its {} does not list: an exported archive holds exactly the files its manifest "
+            "hashes, so this one was added afterwards. Refusing the archive before unpacking anything: re-export it "
+            "with `python -m cola_bert.export`.".format(origin, member.name, MANIFEST_NAME)
+        )
 
 
 def artifact_path(model_dir: PathLike, rel: Any, what: str = "file") -> Path:
@@ -330,7 +425,8 @@ def verify_artifact(model_dir: PathLike, strict: bool = False) -> Dict[str, Any]
 
 
 def safe_extract(tar_path: PathLike, dest: PathLike) -> Path:
-    """Unpack a ``model.tar.gz`` into ``dest`` after ``check_archive_members`` (no links, devices, ``..``)."""
+    """Unpack a ``model.tar.gz`` into ``dest`` after ``check_archive_members`` (no links, devices, ``..``, no file
+    its manifest.json does not list, size and count bounds): nothing is written unless every member passes."""
     tar_path, dest = Path(tar_path), Path(dest)
     if not tar_path.is_file():
         raise ArtifactError("{} does not exist or is not a file.".format(tar_path))
@@ -553,9 +649,17 @@ def load_tokenizer(model_dir: Path, manifest: Dict[str, Any]) -> Any:
     path = tokenizer_file(model_dir, manifest)  # path-checked, and one of the hashed files
     if not path.is_file():
         raise ArtifactError("{} is missing: the artifact has no fast-tokenizer file; re-export it.".format(path))
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()  # padding is per chunk, to the chunk's longest sentence
-    tokenizer.enable_truncation(max_length=int(manifest["max_length"]))
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.no_padding()  # padding is per chunk, to the chunk's longest sentence
+        tokenizer.enable_truncation(max_length=int(manifest["max_length"]))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+        raise ArtifactError(
+            "Artifact file {} (tokenizer.file) cannot be loaded as a fast tokenizer with max_length {} ({}: {}). "
+            "It must be the tokenizer.json the export wrote; refusing the artifact, re-export the model.".format(
+                path.relative_to(model_dir).as_posix(), manifest["max_length"], type(err).__name__,
+                " ".join(str(err).split())[:300])
+        ) from err
     return tokenizer
 
 
@@ -648,12 +752,18 @@ def _decode(body: Any, charset: Optional[str]) -> str:
         raise RequestError(400, "Unreadable request body of type {}.".format(type(body).__name__))
     encoding = charset or "utf-8"
     try:
-        codecs.lookup(encoding)
+        text_encoding = getattr(codecs.lookup(encoding), "_is_text_encoding", True)
     except LookupError:
-        raise RequestError(415, "Unknown charset {!r} in Content-Type; send UTF-8.".format(encoding)) from None
+        text_encoding = False
+    if not text_encoding:  # unknown, or a bytes-to-bytes codec such as base64, hex, zlib, bz2, rot13
+        raise RequestError(415, "Unknown charset {!r} in Content-Type (not a text encoding); send UTF-8.".format(
+            encoding))
     try:
         text = body.decode(encoding)
-    except UnicodeDecodeError as err:
+    except LookupError:
+        raise RequestError(415, "Unknown charset {!r} in Content-Type (not a text encoding); send UTF-8.".format(
+            encoding)) from None
+    except UnicodeError as err:
         raise RequestError(400, "The request body is not valid {} text ({}).".format(encoding, err)) from None
     return text[1:] if text.startswith("\ufeff") else text
 
@@ -748,8 +858,10 @@ def _parse_text(text: str) -> Dict[str, Any]:
 
 def _parse_csv(text: str) -> Dict[str, Any]:
     sentences = []
+    number = 0
     try:
-        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        # strict: a quote that is never closed is an error, not every later row read into one sentence
+        for number, row in enumerate(csv.reader(io.StringIO(text), strict=True), start=1):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != 1:
@@ -760,7 +872,13 @@ def _parse_csv(text: str) -> Dict[str, Any]:
                 )
             sentences.append(row[0].strip())
     except csv.Error as err:
-        raise RequestError(400, "Invalid CSV ({}).".format(err)) from None
+        problem = ("a quote opened there is never closed" if "unexpected end of data" in str(err)
+                   else "text after a closing quote" if "expected after" in str(err) else str(err))
+        raise RequestError(
+            400,
+            'Invalid CSV at row {} ({}: {}). Quote a sentence as "like, this", double any quote inside it '
+            '("say ""hi"""), or send text/plain, one sentence per line.'.format(number + 1, problem, err),
+        ) from None
     return {"sentences": _check_sentences(sentences, "text/csv, one sentence per row"), "return_logits": False}
 
 
@@ -808,17 +926,31 @@ def predict_fn(input_data, model):
 
 
 def select_accept(accept: Optional[str]) -> str:
-    """The response media type for an Accept header (first supported entry; ``*/*`` → the default)."""
+    """The response media type for an Accept header, by RFC 9110 q-values.
+
+    The supported type with the highest ``q`` wins (default 1; ``q=0`` excludes it); ties go to the entry listed
+    first. ``*/*`` stands for the default first (``application/*`` for application/json), then the other supported
+    types, each at the wildcard's ``q`` unless the header names that type itself.
+    """
     default = os.environ.get(DEFAULT_ACCEPT_ENV) or JSON_TYPE
     if not accept or not str(accept).strip():
         accept = default
-    for entry in str(accept).split(","):
-        media, _ = _media_type(entry)
-        if media in ("*/*", "application/*"):
-            media = _media_type(default)[0] if media == "*/*" else JSON_TYPE
-        if media in ACCEPT_TYPES:
-            return media
-    raise RequestError(406, "Unsupported Accept {!r}; ask for {}.".format(accept, ", ".join(ACCEPT_TYPES)))
+    entries = [_media_type(entry) for entry in str(accept).split(",")]
+    named = {media for media, _ in entries if "*" not in media}
+    best, best_q = None, 0.0
+    for media, params in entries:
+        try:
+            q = min(float(params.get("q", 1)), 1.0)
+        except ValueError:
+            q = 1.0  # not a qvalue: as if it were absent
+        first = _media_type(default)[0] if media == "*/*" else JSON_TYPE if media == "application/*" else None
+        for candidate in ([first] + list(ACCEPT_TYPES) if first else [media]):
+            if candidate in ACCEPT_TYPES and (candidate == media or candidate not in named) and q > best_q:
+                best, best_q = candidate, q
+    if best is None:
+        raise RequestError(406, "Unsupported Accept {!r}; ask for {} (with q > 0).".format(
+            accept, ", ".join(ACCEPT_TYPES)))
+    return best
 
 
 def output_fn(prediction, accept):

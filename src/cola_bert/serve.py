@@ -49,6 +49,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from cola_bert import inference as package_handler
 
@@ -224,9 +225,12 @@ def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     def _error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    def _too_large(size: str) -> JSONResponse:
-        return _error(413, f"Request body of {size} exceeds the {max_body_bytes}-byte limit; send fewer sentences "
-                           "per request.")
+    def _too_large(size: int, stopped: bool = False) -> JSONResponse:
+        if stopped:  # the rest of the body was not read
+            what = f"is over the {max_body_bytes}-byte limit: {size} bytes arrived before the server stopped reading"
+        else:
+            what = f"of {size} bytes exceeds the {max_body_bytes}-byte limit"
+        return _error(413, f"Request body {what}; send fewer sentences per request.")
 
     def _run(entry: InFlight, body: bytes, content_type: str | None, accept: str | None) -> tuple[Any, str]:
         entry.state = f"running in thread {threading.current_thread().name}"
@@ -247,16 +251,22 @@ def create_app(endpoint: Endpoint, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             waits_for_continue = "100-continue" in request.headers.get("expect", "").lower()
             if waits_for_continue or declared_size > max_body_bytes + discard_bytes:
                 # The client sends nothing before a 100 Continue, or the body is too big to drain: answer now.
-                return _too_large(f"{declared_size} bytes")
+                return _too_large(declared_size)
         chunks, size = [], 0
-        async for chunk in request.stream():  # past the limit: keep reading, drop the bytes, answer 413 at the end
-            size += len(chunk)
-            if size <= max_body_bytes:
-                chunks.append(chunk)
-            elif size > max_body_bytes + discard_bytes:
-                break
+        try:
+            async for chunk in request.stream():  # past the limit: keep reading, drop the bytes, answer 413 at the end
+                size += len(chunk)
+                if size <= max_body_bytes:
+                    chunks.append(chunk)
+                elif size > max_body_bytes + discard_bytes:
+                    break
+        except ClientDisconnect:  # nobody is left to answer: one log line, no traceback
+            client = f"{request.client.host}:{request.client.port}" if request.client else "unknown client"
+            log.warning("client %s disconnected after sending %d of %s body bytes; request dropped", client, size,
+                        declared if declared is not None else "an unannounced number of")
+            return _error(400, "The client disconnected before the request body was complete.")
         if size > max_body_bytes:
-            return _too_large(f"{declared_size} bytes" if declared_size is not None else "more than that")
+            return _too_large(size, stopped=size > max_body_bytes + discard_bytes)
         body = b"".join(chunks)
         content_type = request.headers.get("content-type")
         client = f"{request.client.host}:{request.client.port}" if request.client else "unknown client"
