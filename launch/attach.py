@@ -23,7 +23,7 @@ from launch import console
 from launch.errors import NotFound
 from launch.estimator import logs_setting
 from launch.session import AwsContext, opt
-from launch.train import quiet_logs, write_record
+from launch.train import write_record
 
 RUN_FILES = ("metrics.json", "config.yaml")
 
@@ -31,8 +31,8 @@ RUN_FILES = ("metrics.json", "config.yaml")
 def download_model(ctx: AwsContext, model_data: str, dest: Path) -> Path:
     """Download `model_data` (a model.tar.gz in S3) and unpack it as `dest/model/` + `dest/metrics.json` +
     `dest/config.yaml`; the job's `output.tar.gz` beside it (plots/, csv/) goes to `dest/` when there is one.
-    Archives are unpacked by the one archive-safety check (cola_bert.inference.safe_extract). Returns `dest/model`."""
-    from cola_bert.inference import safe_extract
+    Archives are unpacked by the one archive-safety check (cola_bert.tarball.safe_extract). Returns `dest/model`."""
+    from cola_bert.tarball import safe_extract
 
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix="cola-bert-attach-") as tmp:

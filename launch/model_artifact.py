@@ -1,6 +1,6 @@
 """The model.tar.gz a SageMaker Model serves: check it, read its manifest, upload it once, or export a training job's.
 
-A local archive gets the strict check `cola_bert.serve` runs (`cola_bert.inference.verify_tarball`: the endpoint runs
+A local archive gets the strict check `cola_bert.serve` runs (`cola_bert.tarball.verify_tarball`: the endpoint runs
 the archive's own code/inference.py unrepacked, so every file must match the sha256 its manifest.json records), and
 must hold code/inference.py. An `s3://` archive is used as is; its manifest.json (written first by the export) is
 read by streaming the head of the object.
@@ -60,12 +60,12 @@ def local_archive_path(value: str) -> Path:
 
 def inspect_local(value: str) -> Artifact:
     """Unpack and verify a local archive exactly as `cola_bert.serve` would; any problem → LaunchError."""
-    from cola_bert import inference
+    from cola_bert import inference, tarball
 
     path = local_archive_path(value)
     with tempfile.TemporaryDirectory(prefix="cola-artifact-") as tmp:
         try:
-            manifest = inference.verify_tarball(path, Path(tmp))
+            manifest = tarball.verify_tarball(path, Path(tmp))
         except inference.ArtifactError as err:
             raise LaunchError(f"model_data={path} cannot be deployed: {err}") from None
         if not (Path(tmp) / ENTRY_POINT).is_file():

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from cola_bert import inference
+from cola_bert import inference, tarball
 from cola_bert.config import conf_dir
 from launch import deploy, errors, images
 from launch.errors import LaunchError, NotFound
@@ -226,8 +226,8 @@ def test_archive_check_is_the_serving_one(kind, archive, tmp_path, region_only, 
                 if m.name != "code/inference.py":
                     out.addfile(m, src.extractfile(m) if m.isfile() else None)
     calls = []
-    real = inference.verify_tarball
-    monkeypatch.setattr(inference, "verify_tarball", lambda *a: calls.append(a) or real(*a))
+    real = tarball.verify_tarball
+    monkeypatch.setattr(tarball, "verify_tarball", lambda *a: calls.append(a) or real(*a))
     with pytest.raises(LaunchError) as info:
         deploy.execute(cfg_for(f"model_data={bad}", "dry_run=true"))
     assert len(calls) == 1  # the launcher has no archive check of its own

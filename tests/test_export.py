@@ -19,7 +19,7 @@ import torch
 
 from cola_bert import agreement as agreement_mod
 from cola_bert import export as export_mod
-from cola_bert import export_formats, inference
+from cola_bert import export_formats, inference, tarball
 from cola_bert.export import ExportError, ExportVerificationError, export_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -465,7 +465,7 @@ def test_truncated_tarball_is_refused(exported_artifact, tmp_path):
     broken = tmp_path / "model.tar.gz"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(inference.ArtifactError, match="truncated or corrupt"):
-        inference.safe_extract(broken, tmp_path / "x")
+        tarball.safe_extract(broken, tmp_path / "x")
 
 
 def test_tarball_with_escaping_member_is_refused(tmp_path):
@@ -475,7 +475,7 @@ def test_tarball_with_escaping_member_is_refused(tmp_path):
         info.size = 3
         archive.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(inference.ArtifactError, match="escape.txt"):
-        inference.safe_extract(path, tmp_path / "x")
+        tarball.safe_extract(path, tmp_path / "x")
     assert not (tmp_path / "escape.txt").exists()
 
 

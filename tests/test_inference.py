@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cola_bert import inference
+from cola_bert import inference, tarball
 
 SOURCE = Path(inference.__file__)
 SENTENCES = ["The sailors rode the breeze clear of the rocks.", "Cat the mat on sat the.", "Ünïcödé 東京 😀 naïve"]
@@ -477,7 +477,7 @@ def test_archive_file_its_manifest_does_not_list_is_refused_before_unpacking(exp
     bomb = _tarball(tmp_path / "bomb.tar.gz", {"zeros.bin": bytes(16 << 20)}, first_from=export)
     assert bomb.stat().st_size < export.stat().st_size + (1 << 20)
     with pytest.raises(inference.ArtifactError) as info:
-        inference.safe_extract(bomb, tmp_path / "out")
+        tarball.safe_extract(bomb, tmp_path / "out")
     assert "contains 'zeros.bin', which its manifest.json does not list" in str(info.value)
     assert "before unpacking anything" in str(info.value)
     assert list((tmp_path / "out").iterdir()) == []
@@ -487,20 +487,20 @@ def test_archive_file_its_manifest_does_not_list_is_refused_before_unpacking(exp
         files = {m.name: source.extractfile(m).read() for m in source if m.isfile()}
     reordered = _tarball(tmp_path / "reordered.tar.gz", {"zeros.bin": b"\0" * 10, **files})
     with pytest.raises(inference.ArtifactError, match="'zeros.bin', which its manifest.json does not list"):
-        inference.safe_extract(reordered, tmp_path / "out")
+        tarball.safe_extract(reordered, tmp_path / "out")
 
 
 def test_archive_manifest_that_cannot_be_read_is_refused(tmp_path, no_extraction):
     for name, manifest in [("bad-json", b"{not json"), ("no-files", b'{"format": "onnx"}'),
-                           ("huge", b" " * (inference.MAX_MANIFEST_BYTES + 1))]:
+                           ("huge", b" " * (tarball.MAX_MANIFEST_BYTES + 1))]:
         path = _tarball(tmp_path / f"{name}.tar.gz", {"manifest.json": manifest, "model.pt": b"x"})
         with pytest.raises(inference.ArtifactError, match="contains a manifest.json .*before unpacking anything"):
-            inference.safe_extract(path, tmp_path / "out")
+            tarball.safe_extract(path, tmp_path / "out")
     # a second manifest.json would replace the one whose listing was checked
     manifest = json.dumps({"files": {"model.pt": "0" * 64}}).encode()
     path = _tarball(tmp_path / "two.tar.gz", {"manifest.json": manifest, "model.pt": b"x", "./manifest.json": b"{}"})
     with pytest.raises(inference.ArtifactError, match="contains './manifest.json' twice"):
-        inference.safe_extract(path, tmp_path / "out")
+        tarball.safe_extract(path, tmp_path / "out")
 
 
 def test_archive_size_and_count_bounds(tmp_path, monkeypatch):
@@ -512,32 +512,32 @@ def test_archive_size_and_count_bounds(tmp_path, monkeypatch):
         archive.fileobj.write(huge.tobuf(archive.format, archive.encoding, archive.errors))
     with pytest.raises(inference.ArtifactError, match="'model.safetensors', declared as 5368709120 bytes, more than "
                                                       "the 4294967296-byte limit for one file"):
-        inference.safe_extract(path, tmp_path / "out")
+        tarball.safe_extract(path, tmp_path / "out")
 
     files = {f"f{i}.bin": b"x" * 600 for i in range(3)}
     path = _tarball(tmp_path / "three.tar.gz", files)
-    monkeypatch.setattr(inference, "MAX_ARCHIVE_BYTES", 1000)
+    monkeypatch.setattr(tarball, "MAX_ARCHIVE_BYTES", 1000)
     with pytest.raises(inference.ArtifactError, match=r"declares more than 1000 bytes in total .*'f1.bin'"):
-        inference.safe_extract(path, tmp_path / "out")
-    monkeypatch.setattr(inference, "MAX_ARCHIVE_BYTES", 1800)
-    monkeypatch.setattr(inference, "MAX_ARCHIVE_MEMBERS", 2)
+        tarball.safe_extract(path, tmp_path / "out")
+    monkeypatch.setattr(tarball, "MAX_ARCHIVE_BYTES", 1800)
+    monkeypatch.setattr(tarball, "MAX_ARCHIVE_MEMBERS", 2)
     with pytest.raises(inference.ArtifactError, match="has more than 2 members"):
-        inference.safe_extract(path, tmp_path / "out")
+        tarball.safe_extract(path, tmp_path / "out")
     assert not (tmp_path / "out" / "f0.bin").exists()
-    monkeypatch.setattr(inference, "MAX_ARCHIVE_MEMBERS", 3)
-    assert sorted(p.name for p in inference.safe_extract(path, tmp_path / "out").iterdir()) == sorted(files)
+    monkeypatch.setattr(tarball, "MAX_ARCHIVE_MEMBERS", 3)
+    assert sorted(p.name for p in tarball.safe_extract(path, tmp_path / "out").iterdir()) == sorted(files)
 
 
 def test_archive_without_a_manifest_is_unpacked_within_the_bounds(tmp_path):
     """A SageMaker training job's Hugging Face model.tar.gz has no manifest.json: only the bounds apply."""
     files = {"config.json": b"{}", "model.safetensors": b"w" * 1000, "tokenizer.json": b"{}", "metrics.json": b"{}",
              "checkpoints/notes.txt": b"n"}
-    out = inference.safe_extract(_tarball(tmp_path / "model.tar.gz", files), tmp_path / "out")
+    out = tarball.safe_extract(_tarball(tmp_path / "model.tar.gz", files), tmp_path / "out")
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_export_archive_unpacks_and_verifies(exported_artifact, tmp_path):
-    manifest = inference.verify_tarball(exported_artifact() / "model.tar.gz", tmp_path / "out")
+    manifest = tarball.verify_tarball(exported_artifact() / "model.tar.gz", tmp_path / "out")
     assert manifest["format"] == "torchscript"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cola_bert import inference, serve
+from cola_bert import inference, serve, tarball
 from cola_bert.export import export_model
 
 MAX_BODY = 64 * 1024
@@ -594,7 +594,7 @@ def test_unsafe_tarball_members_are_refused(tmp_path):
     }
     for problem, path in cases.items():
         with pytest.raises(inference.ArtifactError, match=problem):
-            inference.safe_extract(path, tmp_path / "out")
+            tarball.safe_extract(path, tmp_path / "out")
     assert not (tmp_path / "out" / "tokenizer.json").exists()
 
 

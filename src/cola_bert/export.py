@@ -54,6 +54,7 @@ from cola_bert.export_formats import (
     JIT_OPTIMIZE, ExportError, ExportVerificationError, LogitsWrapper, example_inputs, load_eager, package_version,
     quantize_onnx, quiet, write_onnx, write_onnx_fusable, write_torch_export, write_torchscript,
 )
+from cola_bert.tarball import safe_extract
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def resolve_model_dir(source: str | os.PathLike[str], workdir: Path) -> Path:
         return root
     tarball, origin = path, text
     try:
-        unpacked = inference.safe_extract(tarball, workdir / "source")
+        unpacked = safe_extract(tarball, workdir / "source")
     except inference.ArtifactError as err:
         raise ExportError(f"model_dir={origin}: {err}") from err
     root = _find_model_root(unpacked, f"The archive {origin}")

@@ -97,6 +97,7 @@ def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iter
     An exported artifact is verified as strictly as ``cola_bert.serve`` verifies it (every file, ``code/`` included,
     matches its sha256; no file the manifest does not list): a modified artifact is refused, not scored."""
     from cola_bert import inference
+    from cola_bert.tarball import safe_extract
 
     path = Path(model_dir).expanduser()
     if not path.exists():
@@ -114,7 +115,7 @@ def open_model(model_dir: str | os.PathLike[str], max_length: int = 128) -> Iter
         try:
             if path.is_file():
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cola-predict-")))
-                model = load_verified(inference.safe_extract(path, tmp / "model"))
+                model = load_verified(safe_extract(path, tmp / "model"))
             elif manifests := [c for c in (path, path / "model") if (c / inference.MANIFEST_NAME).is_file()]:
                 model = load_verified(manifests[0])
             elif (path / "config.json").is_file():

@@ -52,6 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from cola_bert import inference as package_handler
+from cola_bert.tarball import safe_extract
 
 log = logging.getLogger("cola_bert.serve")
 
@@ -123,7 +124,7 @@ class Endpoint:
         if source.is_file():
             tmpdir = Path(tempfile.mkdtemp(prefix="cola-serve-"))
             try:
-                model_dir = package_handler.safe_extract(source, tmpdir)
+                model_dir = safe_extract(source, tmpdir)
             except BaseException:
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 raise
