@@ -528,6 +528,25 @@ def test_archive_size_and_count_bounds(tmp_path, monkeypatch):
     assert sorted(p.name for p in tarball.safe_extract(path, tmp_path / "out").iterdir()) == sorted(files)
 
 
+@pytest.mark.parametrize("offset", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("content", ["random", "text"])
+def test_corrupt_compressed_data_is_an_artifact_error(content, offset, tmp_path):
+    """Damage inside the gzip stream surfaces as zlib.error, a CRC mismatch (which gzip checks only at the end of the
+    stream, past where tarfile stops reading) or a tar error: always an ArtifactError, also for archives without a
+    manifest whose hashes would catch it later."""
+    import random
+
+    rng = random.Random(7)
+    make = (lambda i: rng.randbytes(20000)) if content == "random" else (lambda i: f"line {i}\n".encode() * 3000)
+    path = _tarball(tmp_path / "model.tar.gz", {f"f{i}.bin": make(i) for i in range(4)})
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * offset)
+    data[at:at + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(inference.ArtifactError, match="not a readable .tar.gz archive"):
+        tarball.safe_extract(path, tmp_path / "out")
+
+
 def test_archive_without_a_manifest_is_unpacked_within_the_bounds(tmp_path):
     """A SageMaker training job's Hugging Face model.tar.gz has no manifest.json: only the bounds apply."""
     files = {"config.json": b"{}", "model.safetensors": b"w" * 1000, "tokenizer.json": b"{}", "metrics.json": b"{}",

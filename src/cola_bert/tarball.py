@@ -156,6 +156,8 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> Path:
                 archive.extractall(str(dest), members=members, filter="data")
             else:  # pragma: no cover - Python < 3.8.17 / 3.11.4
                 archive.extractall(str(dest), members=members)
+            while archive.fileobj.read(1 << 20):  # to the end: gzip checks its CRC only there (tarfile stops early)
+                pass
     except ArtifactError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as err:
