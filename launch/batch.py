@@ -82,6 +82,9 @@ def check_settings(cfg: DictConfig) -> None:
     count, payload = opt(cfg, "instance_count"), opt(cfg, "max_payload_mb")
     if not isinstance(count, int) or count < 1:
         raise LaunchError(f"instance_count={count} must be a positive integer.")
+    if opt(cfg, "max_concurrent_transforms") is not None:
+        validate.request_value(opt(cfg, "max_concurrent_transforms"), "max_concurrent_transforms",
+                               "CreateTransformJob", "MaxConcurrentTransforms")
     concurrent = opt(cfg, "max_concurrent_transforms") or 1
     if not isinstance(payload, int) or payload < 1 or payload * concurrent > MAX_PAYLOAD_MB:
         raise LaunchError(
@@ -91,6 +94,10 @@ def check_settings(cfg: DictConfig) -> None:
     if not str(opt(cfg, "output")).startswith("s3://"):
         raise LaunchError(f"output={opt(cfg, 'output')} must be an S3 prefix, e.g. output=s3://<bucket>/cola/batch/.")
     validate.bucket_name(parse_s3_uri(str(cfg.output))[0], setting="output")
+    if str(cfg.model_data).startswith("s3://"):
+        model_artifact.s3_archive_uri(str(cfg.model_data))
+    if str(cfg.input).startswith("s3://"):
+        parse_s3_uri(str(cfg.input))
     for key, operation, member in (("job_name", "CreateTransformJob", "TransformJobName"),
                                    ("model_name", "CreateModel", "ModelName")):  # fmt: skip
         if opt(cfg, key):

@@ -26,7 +26,7 @@ from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import Interrupted, LaunchError, NotFound, aws_errors, exit_on_error, lookup
 from launch.model_artifact import Artifact
-from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
+from launch.session import AwsContext, import_sagemaker, opt
 
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 EI_REFUSAL = (
@@ -107,14 +107,16 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
                 f"deploy.memory_size_in_mb={opt(d, 'memory_size_in_mb')} is not a serverless memory size; use one "
                 f"of {', '.join(map(str, SERVERLESS_MEMORY_MB))}."
             )
-        conc = opt(d, "max_concurrency")
-        if not isinstance(conc, int) or not 1 <= conc <= 200:
-            raise LaunchError(f"deploy.max_concurrency={conc} must be an integer from 1 to 200.")
+        validate.request_value(opt(d, "max_concurrency"), "deploy.max_concurrency", "CreateEndpointConfig",
+                               "ProductionVariants.ServerlessConfig.MaxConcurrency")
     else:
         validate.instance_type(str(opt(d, "instance_type")), "CreateEndpointConfig", setting="deploy.instance_type")
-        count = opt(d, "initial_instance_count")
-        if not isinstance(count, int) or count < 1:
-            raise LaunchError(f"deploy.initial_instance_count={count} must be a positive integer.")
+        validate.request_value(opt(d, "initial_instance_count"), "deploy.initial_instance_count",
+                               "CreateEndpointConfig", "ProductionVariants.InitialInstanceCount")
+    workers = opt(d, "model_server_workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise LaunchError(f"deploy.model_server_workers={workers} must be a whole number of at least 1 (TorchServe "
+                          "workers per instance), or null for one per vCPU.")  # fmt: skip
     if opt(cfg, "endpoint_name"):
         endpoint_name(str(cfg.endpoint_name), "endpoint_name")
     if opt(cfg, "training_job"):
@@ -129,7 +131,7 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
     if job:
         return "training_job", str(job)
     if str(model_data).startswith("s3://"):
-        parse_s3_uri(str(model_data))
+        model_artifact.s3_archive_uri(str(model_data))
         return "s3", str(model_data)
     return "local", str(model_data)
 
@@ -143,7 +145,7 @@ def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
     workers = opt(d, "model_server_workers")
     serverless = {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")}
     plan = Plan(
-        str(name), image, images.serving_env(d), kind, source, instance_type,
+        str(name), image, images.serving_env(d, setting="deploy.env"), kind, source, instance_type,
         None if instance_type is None else int(opt(d, "initial_instance_count")),
         None if instance_type else serverless,
         int(workers) if workers else None,

@@ -41,6 +41,26 @@ MANAGED = {
     "instance_groups": "use instance_type and instance_count",
     "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
 }
+# Estimator arguments → where CreateTrainingJob carries them: checked against botocore's service model (type,
+# min/max, pattern) before anything is uploaded.
+REQUEST_MEMBERS = {
+    "instance_count": "ResourceConfig.InstanceCount",
+    "volume_size": "ResourceConfig.VolumeSizeInGB",
+    "keep_alive_period_in_seconds": "ResourceConfig.KeepAlivePeriodInSeconds",
+    "volume_kms_key": "ResourceConfig.VolumeKmsKeyId",
+    "output_kms_key": "OutputDataConfig.KmsKeyId",
+    "output_path": "OutputDataConfig.S3OutputPath",
+    "checkpoint_s3_uri": "CheckpointConfig.S3Uri",
+    "max_run": "StoppingCondition.MaxRuntimeInSeconds",
+    "max_wait": "StoppingCondition.MaxWaitTimeInSeconds",
+    "max_retry_attempts": "RetryStrategy.MaximumRetryAttempts",
+    "use_spot_instances": "EnableManagedSpotTraining",
+    "enable_network_isolation": "EnableNetworkIsolation",
+    "subnets": "VpcConfig.Subnets",
+    "security_group_ids": "VpcConfig.SecurityGroupIds",
+    "tags": "Tags",
+    "environment": "Environment",
+}
 NETWORK_ISOLATION_MESSAGE = (
     "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
     "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "
@@ -97,6 +117,13 @@ def sdk_settings(sm_cfg: DictConfig) -> dict[str, Any]:
         if key in LAUNCHER_KEYS or value is None:
             continue
         value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if key in ("tags", "environment") and (
+            not isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value.values())
+        ):
+            raise LaunchError(
+                f"sagemaker.{key}={validate.console_value(value)} must be a map of names to plain values (strings or "
+                f"numbers), one per key: +sagemaker.{key}.{'team=nlp' if key == 'tags' else 'MY_FLAG=1'}."
+            )
         if key == "tags":
             value = [{"Key": str(k), "Value": str(v)} for k, v in value.items()]
         elif key == "environment":
@@ -110,6 +137,12 @@ def sdk_settings(sm_cfg: DictConfig) -> dict[str, Any]:
 def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
     """What AWS or the SDK would only notice after the uploads (or never)."""
     validate.instance_type(str(settings.get("instance_type")), "CreateTrainingJob", setting="sagemaker.instance_type")
+    for tag in settings.get("tags") or []:
+        for part in ("Key", "Value"):
+            validate.request_value(tag[part], f"sagemaker.tags.{tag['Key']}", "CreateTrainingJob", f"Tags.{part}")
+    for key, member in REQUEST_MEMBERS.items():
+        if settings.get(key) is not None:
+            validate.request_value(settings[key], f"sagemaker.{key}", "CreateTrainingJob", member)
     count = int(settings.get("instance_count", 1))
     if count < 1:
         raise LaunchError(f"sagemaker.instance_count={count} must be at least 1.")

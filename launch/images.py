@@ -72,11 +72,20 @@ def choose(region: str, instance_type: str | None, *, framework_version: str | N
     return Image(uri, fv, py, f"pytorch {fv}, {py}")
 
 
-def serving_env(node: Any) -> dict[str, str]:
+def serving_env(node: Any, *, setting: str = "env") -> dict[str, str]:
+    """`node.env` as the container's environment: plain values only, checked against CreateModel's Environment in
+    botocore's service model (names, lengths). `setting`: the config key, for messages."""
     from omegaconf import DictConfig, OmegaConf
 
+    from launch import validate
+
     raw = OmegaConf.to_container(node.env, resolve=True) if isinstance(node.get("env"), DictConfig) else {}
-    return {str(k): str(v) for k, v in (raw or {}).items()} | SERVING_ENV
+    nested = [k for k, v in (raw or {}).items() if isinstance(v, (dict, list))]
+    if nested:
+        raise LaunchError(f"{setting}.{nested[0]}={validate.console_value(raw[nested[0]])} is not a plain value: "
+                          f"environment variables are strings or numbers, e.g. {setting}.COLA_BATCH_SIZE=64.")
+    env = {str(k): str(v) for k, v in (raw or {}).items()} | SERVING_ENV
+    return validate.request_value(env, setting, "CreateModel", "PrimaryContainer.Environment")
 
 
 def pytorch_model(ctx: Any, image: Image, model_data: str, name: str, env: dict[str, str], workers: int | None = None):

@@ -138,6 +138,12 @@ class AwsContext:
         self.cfg = aws_cfg
         self.region = resolve_region(aws_cfg)
         self.prefix = str(opt(aws_cfg, "prefix", "")).strip("/")
+        if "//" in self.prefix:
+            raise LaunchError(
+                f"aws.prefix={opt(aws_cfg, 'prefix')} has an empty path segment: the S3 keys under it would hold `//` "
+                f"(an unnamed folder). Give the key prefix as segments separated by single slashes, e.g. "
+                f"aws.prefix={'/'.join(p for p in self.prefix.split('/') if p)}."
+            )
         self.configured_bucket = opt(aws_cfg, "bucket")
         if self.configured_bucket:
             validate.bucket_name(str(self.configured_bucket))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from launch import console, validate
 from launch import train as launch_train
@@ -44,7 +44,11 @@ def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
     for name, spec in (tune_cfg.get("ranges") or {}).items():
         if spec is None:
             continue
-        where, key = f"tune.ranges.{name}", str(spec.get("hyperparameter") or "")
+        where = f"tune.ranges.{name}"
+        if not isinstance(spec, DictConfig):
+            raise LaunchError(f"{where}={spec} is not a range: give its hyperparameter, type (continuous, integer or "
+                              "categorical) and min/max or values, as in conf/tune/default.yaml.")  # fmt: skip
+        key = str(spec.get("hyperparameter") or "")
         if not key:
             raise LaunchError(f"{where}.hyperparameter is missing: the override it sets, e.g. data.batch_size.")
         if is_launcher_only(key.lstrip("+~").split("@", 1)[0]):
@@ -54,16 +58,22 @@ def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
             raise LaunchError(f"{where}.scaling={scaling} must be one of {', '.join(allowed)}.")
         if kind in ("continuous", "integer"):
             low, high = spec.get("min"), spec.get("max")
-            if low is None or high is None or float(low) >= float(high):
-                raise LaunchError(f"{where} needs min < max (min={low}, max={high}).")
+            number = (int, float) if kind == "continuous" else int
+            if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+                raise LaunchError(f"{where} needs {'numbers' if kind == 'continuous' else 'whole numbers'} min < max "
+                                  f"(min={low}, max={high}).")  # fmt: skip
             if scaling in ("Logarithmic", "ReverseLogarithmic") and float(low) <= 0:
                 raise LaunchError(f"{where}: {scaling} scaling needs min > 0 (min={low}).")
             cls, cast = (tuner.ContinuousParameter, float) if kind == "continuous" else (tuner.IntegerParameter, int)
             ranges[key] = cls(cast(low), cast(high), scaling_type=scaling)
         elif kind == "categorical":
-            if not spec.get("values"):
-                raise LaunchError(f"{where}.values is empty: list the choices, e.g. [16, 32, 64].")
-            ranges[key] = tuner.CategoricalParameter(list(spec.get("values")))
+            values = spec.get("values")
+            if not isinstance(values, ListConfig) or not values:
+                raise LaunchError(f"{where}.values={values} is not a list of choices: give them as a list, e.g. "
+                                  f"{where}.values=[16,32,64].")  # fmt: skip
+            ranges[key] = tuner.CategoricalParameter(list(OmegaConf.to_container(values, resolve=True)))
+            validate.request_value(ranges[key].values, f"{where}.values", "CreateHyperParameterTuningJob",
+                                   "HyperParameterTuningJobConfig.ParameterRanges.CategoricalParameterRanges.Values")
         else:
             raise LaunchError(f"{where}.type={kind or None} must be one of continuous, integer, categorical.")
     if not ranges:
@@ -75,10 +85,11 @@ def check(tune_cfg: DictConfig) -> None:
     for key, shape in CHOICES.items():
         if str(tune_cfg[key]) not in (allowed := validate.enum(shape)):
             raise LaunchError(f"tune.{key}={tune_cfg[key]} must be one of {', '.join(allowed)}.")
-    if int(tune_cfg.max_jobs) < 1 or int(tune_cfg.max_parallel_jobs) < 1:
-        raise LaunchError(f"tune.max_jobs={tune_cfg.max_jobs} and tune.max_parallel_jobs={tune_cfg.max_parallel_jobs} "
-                          "must be at least 1.")  # fmt: skip
-    strategy, ranges = str(tune_cfg.strategy), {k: v for k, v in (tune_cfg.get("ranges") or {}).items() if v}
+    for key, member in (("max_jobs", "MaxNumberOfTrainingJobs"), ("max_parallel_jobs", "MaxParallelTrainingJobs")):
+        validate.request_value(tune_cfg.get(key), f"tune.{key}", "CreateHyperParameterTuningJob",
+                               f"HyperParameterTuningJobConfig.ResourceLimits.{member}")
+    strategy, ranges = str(tune_cfg.strategy), {k: v for k, v in (tune_cfg.get("ranges") or {}).items()
+                                         if isinstance(v, DictConfig)}  # others: refused by parameter_ranges
     # Grid search tries every combination of categorical values; SageMaker refuses other ranges with it.
     if strategy == "Grid" and (others := [f"tune.ranges.{k} ({v.get('type')})" for k, v in ranges.items()
                                           if str(v.get("type", "")).lower() != "categorical"]):  # fmt: skip

@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from launch.errors import ROLE_HINT, LaunchError
 
@@ -30,11 +31,12 @@ def _service_model():
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
-def _member_shape(operation: str, member: str):
+def _member_shape(operation: str, member: str, *, unwrap_last: bool = True):
     shape = _service_model().operation_model(operation).input_shape
-    for name in member.split("."):
+    names = member.split(".")
+    for i, name in enumerate(names):
         shape = shape.members[name]
-        if shape.type_name == "list":
+        if shape.type_name == "list" and (unwrap_last or i < len(names) - 1):
             shape = shape.member
     return shape
 
@@ -111,6 +113,87 @@ def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob"
             "digits and hyphens, starting and ending with a letter or digit."
         )
     return value
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    try:  # the service model's patterns use \p{L}-style classes, which only the `regex` package reads
+        import regex
+    except ImportError:  # pragma: no cover (a dependency of transformers)
+        try:
+            return re.fullmatch(pattern, text) is not None
+        except re.error:
+            return True  # left to SageMaker
+    return regex.fullmatch(pattern, text) is not None
+
+
+def _span(low: Any, high: Any, unit: str) -> str:
+    if low is not None and high is not None:
+        return f"from {low} to {high}{unit}"
+    return f"of at least {low}{unit}" if low is not None else f"of at most {high}{unit}"
+
+
+def _problem(value: Any, shape: Any) -> str | None:
+    """What is wrong with `value` for the service model's `shape` (type, min/max, pattern), or None."""
+    meta, kind = shape.metadata, shape.type_name
+    low, high = meta.get("min"), meta.get("max")
+    if kind in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be a whole number {_span(low, high, '')}"
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"must be a whole number {_span(low, high, '')}"
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            return "must be true or false"
+    elif kind == "string":
+        if not isinstance(value, str):
+            return "must be a string"
+        if (low is not None and len(value) < low) or (high is not None and len(value) > high):
+            return f"must have {_span(low, high, ' characters')}"
+        if meta.get("pattern") and not _fullmatch(meta["pattern"], value):
+            return f"must match the pattern {meta['pattern']}"
+    elif kind in ("list", "map"):
+        is_list = kind == "list"
+        if not isinstance(value, (list, tuple) if is_list else Mapping):
+            return "must be a list, e.g. [a,b]" if is_list else "must be a map, e.g. {NAME: value}"
+        if (low is not None and len(value) < low) or (high is not None and len(value) > high):
+            return f"must have {_span(low, high, ' entries')}"
+        items = [(v, shape.member) for v in value] if is_list else \
+            [p for k, v in value.items() for p in ((k, shape.key), (v, shape.value))]  # fmt: skip
+        for item, item_shape in items:
+            if problem := _problem(item, item_shape):
+                return f"has {item!r}, which {problem}"
+    elif kind == "structure":
+        if not isinstance(value, Mapping):
+            return "must be a map"
+        for key, item in value.items():
+            if key in shape.members and (problem := _problem(item, shape.members[key])):
+                return f"has {key}={item!r}, which {problem}"
+    return None
+
+
+def request_value(value: Any, setting: str, operation: str, member: str) -> Any:
+    """`value` checked against what botocore's service model allows for `member` of `operation`'s request (type,
+    min/max, pattern); returned unchanged. `setting`: the config key, for the message."""
+    import botocore
+
+    problem = _problem(value, _member_shape(operation, member, unwrap_last=False))
+    if problem:
+        shown = console_value(value)
+        raise LaunchError(
+            f"{setting}={shown} {problem} ({operation}'s {member} in botocore {botocore.__version__}'s service model)."
+        )
+    return value
+
+
+def console_value(value: Any) -> str:
+    """A config value as it would be typed on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{console_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(console_value(v) for v in value) + "]"
+    return "null" if value is None else str(value)
 
 
 def hyperparameters(encoded: Mapping[str, str], *, sdk_keys: int = 0) -> None:

@@ -292,6 +292,28 @@ def test_role_arn_shape_comes_from_the_service_model():
             validate.role_arn(bad)
 
 
+@pytest.mark.parametrize(
+    ("value", "member", "fragment"),
+    [(-5, "StoppingCondition.MaxRuntimeInSeconds", "must be a whole number of at least 1"),
+     (True, "StoppingCondition.MaxRuntimeInSeconds", "must be a whole number"),
+     ("subnet-1", "VpcConfig.Subnets", "must be a list"),
+     ([f"subnet-{i}" for i in range(17)], "VpcConfig.Subnets", "must have from 1 to 16 entries"),
+     ("a?b", "Tags.Value", "must match the pattern"),
+     ({"1A": "x"}, "Environment", "has '1A', which must match the pattern"),
+     ("yes", "EnableManagedSpotTraining", "must be true or false")],
+)  # fmt: skip
+def test_request_values_are_checked_against_the_service_model(value, member, fragment):
+    with pytest.raises(LaunchError) as info:
+        validate.request_value(value, "setting", "CreateTrainingJob", member)
+    assert fragment in str(info.value) and f"(CreateTrainingJob's {member} in botocore" in str(info.value)
+
+
+def test_request_values_the_service_model_allows():
+    for value, member in ((3600, "StoppingCondition.MaxRuntimeInSeconds"), (["subnet-0a1"], "VpcConfig.Subnets"),
+                          ("équipe nlp:/=+-@", "Tags.Value"), ({"MY_FLAG": "1"}, "Environment")):  # fmt: skip
+        assert validate.request_value(value, "setting", "CreateTrainingJob", member) == value
+
+
 def test_hyperparameter_limits_count_every_key():
     validate.hyperparameters({f"k{i}": '"1"' for i in range(100)}, sdk_keys=5)
     with pytest.raises(LaunchError, match=r"101 hyperparameters \(96 training overrides \+ 5 set by the SageMaker SDK\)"):

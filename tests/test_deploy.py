@@ -188,6 +188,12 @@ def test_elastic_inference_config_stays_discoverable(clean_env):
         (["endpoint_name=bad_name"], "not a valid SageMaker name"),
         (["training_job=job"], "exactly one of model_data"),
         (["action=redeploy"], "action=redeploy is not one of deploy, delete"),
+        (["deploy.initial_instance_count=abc"], "ProductionVariants.InitialInstanceCount in botocore"),
+        (["deploy.model_server_workers=abc"], "deploy.model_server_workers=abc must be a whole number of at least 1"),
+        (["deploy.model_server_workers=-1"], "deploy.model_server_workers=-1 must be a whole number of at least 1"),
+        (["+deploy.env.A={B:1}"], "deploy.env.A={B:1} is not a plain value"),
+        (["aws.prefix=/a//b/"], "aws.prefix=/a//b/ has an empty path segment"),
+        (["model_data=s3://bucket"], "model_data=s3://bucket names no object"),
     ],
 )
 def test_bad_settings_are_refused_before_any_call(overrides, fragment, archive, region_only, no_http):

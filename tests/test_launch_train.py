@@ -432,10 +432,26 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["+sagemaker.keep_alive_period=600"], "did you mean sagemaker.keep_alive_period_in_seconds"),
         (["+sagemaker.entry_point=train.py"], "cannot be set"),
         (["sagemaker.enable_network_isolation=true"], "cannot pip-install"),
+        (["sagemaker.instance_count=abc"], "sagemaker.instance_count=abc must be a whole number"),
+        (["sagemaker.max_run=-5"], "sagemaker.max_run=-5 must be a whole number of at least 1 (CreateTrainingJob's "
+                                   "StoppingCondition.MaxRuntimeInSeconds in botocore"),
+        (["sagemaker.keep_alive_period_in_seconds=99999"], "ResourceConfig.KeepAlivePeriodInSeconds in botocore"),
+        (["sagemaker.max_retry_attempts=50"], "sagemaker.max_retry_attempts=50 must be a whole number from 1 to 30"),
+        (["+sagemaker.subnets=subnet-1", "+sagemaker.security_group_ids=[sg-1]"],
+         "sagemaker.subnets=subnet-1 must be a list"),
+        (["sagemaker.subnets=[subnet_1]", "sagemaker.security_group_ids=[sg-1]"], "'subnet_1', which must match"),
+        (["+sagemaker.environment.A={B:1}"], "must be a map of names to plain values"),
+        (["~sagemaker.tags", "+sagemaker.tags=[a,b]"], "sagemaker.tags=[a,b] must be a map of names to plain values"),
+        (["+sagemaker.tags.team='a?b'"], "sagemaker.tags.team=a?b must match the pattern"),
+        (["sagemaker.use_spot_instances=maybe"], "sagemaker.use_spot_instances=maybe must be true or false"),
+        (["sagemaker.output_path=my-bucket/out"], "sagemaker.output_path=my-bucket/out must match the pattern"),
+        (["aws.prefix=/a//b/"], "aws.prefix=/a//b/ has an empty path segment"),
     ],
     ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
          "spot-max-wait", "optuna", "instance-type", "bucket-uppercase", "bucket-dots", "role-shape",
-         "vpc-half", "unknown-key", "managed-key", "network-isolation"],
+         "vpc-half", "unknown-key", "managed-key", "network-isolation", "count-text", "max-run-negative",
+         "keep-alive-max", "retry-max", "subnets-string", "subnet-pattern", "environment-nested", "tags-list",
+         "tag-pattern", "spot-not-bool", "output-path-not-s3", "prefix-empty-segment"],
 )  # fmt: skip
 def test_unsupported_settings_fail_before_any_aws_call(moto_env, api_calls, small_data, overrides, expected):
     with pytest.raises(LaunchError) as info:
@@ -672,6 +688,15 @@ def test_tuner_counts_the_hyperparameters_the_tuner_adds(moto_env, api_calls, sm
     (["tune.strategy=Hyperband", "tune.early_stopping_type=Auto"],
      ("tune.strategy=Hyperband stops unpromising training jobs itself, so SageMaker refuses "
       "tune.early_stopping_type=Auto with it: pass tune.early_stopping_type=Off")),
+    (["tune.max_jobs=abc"], ("tune.max_jobs=abc must be a whole number of at least 1 (CreateHyperParameterTuningJob's "
+                             "HyperParameterTuningJobConfig.ResourceLimits.MaxNumberOfTrainingJobs in botocore")),
+    (["tune.max_parallel_jobs=0"], "tune.max_parallel_jobs=0 must be a whole number of at least 1"),
+    (["tune.ranges.lr.min=abc"], "tune.ranges.lr needs numbers min < max (min=abc, max=0.0003)."),
+    (["tune.ranges.max_epochs.min=2.5"], "tune.ranges.max_epochs needs whole numbers min < max (min=2.5, max=5)."),
+    (["tune.ranges.batch_size.values=16"], "tune.ranges.batch_size.values=16 is not a list of choices"),
+    (["tune.ranges.batch_size.values=[" + ",".join(map(str, range(31))) + "]"],
+     "tune.ranges.batch_size.values=[0,1,2"),
+    (["tune.ranges.lr=abc"], "tune.ranges.lr=abc is not a range"),
 ])  # fmt: skip
 def test_tuner_refuses_strategy_settings_before_any_aws_call(settings, expected, moto_env, api_calls, small_data):
     from launch import tune as launch_tune
