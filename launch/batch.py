@@ -72,6 +72,7 @@ def check_input_file(path: Path, max_payload_mb: int) -> int:
 
 
 def check_settings(cfg: DictConfig) -> None:
+    validate.flags(cfg, ("wait", "dry_run"))
     for key in ("model_data", "input", "output"):
         if not opt(cfg, key):
             raise LaunchError(

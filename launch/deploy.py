@@ -98,6 +98,12 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
     d = cfg.deploy
     if opt(d, "mode") == "elastic_inference" or opt(d, "accelerator_type"):
         raise LaunchError(EI_REFUSAL)  # before anything else
+    validate.flags(cfg, ("wait", "dry_run"))
+    validate.flags(cfg.get("smoke_test") or {}, ("enabled",), "smoke_test.")
+    sentences = (cfg.get("smoke_test") or {}).get("sentences")
+    if sentences is not None and (isinstance(sentences, str) or not all(isinstance(x, str) for x in sentences)):
+        raise LaunchError(f"smoke_test.sentences={validate.console_value(sentences)} must be a list of sentences, "
+                          "e.g. 'smoke_test.sentences=[\"The cat sat on the mat.\"]'.")  # fmt: skip
     mode = opt(d, "mode")
     if mode not in ("realtime", "serverless"):
         raise LaunchError(f"deploy.mode={mode!r} is not realtime or serverless; choose deploy=cpu|gpu|serverless.")

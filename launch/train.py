@@ -141,6 +141,8 @@ def prepare_job(
     call; otherwise the role and bucket are looked up last (STS/IAM/S3 reads, default bucket creation).
     `static_exclude`: hyperparameters left out (a tuner sets them)."""
     quiet_sagemaker_sdk()
+    validate.flags(cfg, ("dry_run",))
+    validate.flags(cfg.sagemaker, ("wait",), "sagemaker.")
     sm_cfg, dry = cfg.sagemaker, bool(cfg.get("dry_run", False))
     ctx = AwsContext(cfg.aws)  # checks aws.bucket and aws.role's shape; no AWS call
     split = split_overrides(overrides)

@@ -82,6 +82,7 @@ def parameter_ranges(tune_cfg: DictConfig) -> dict[str, Any]:
 
 
 def check(tune_cfg: DictConfig) -> None:
+    validate.flags(tune_cfg, ("wait",), "tune.")
     for key, shape in CHOICES.items():
         if str(tune_cfg[key]) not in (allowed := validate.enum(shape)):
             raise LaunchError(f"tune.{key}={tune_cfg[key]} must be one of {', '.join(allowed)}.")

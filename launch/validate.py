@@ -185,6 +185,14 @@ def request_value(value: Any, setting: str, operation: str, member: str) -> Any:
     return value
 
 
+def flags(node: Any, keys: tuple[str, ...], prefix: str = "") -> None:
+    """On/off settings must be true or false: `wait=maybe` or `dry_run=flase` would otherwise count as true."""
+    for key in keys:
+        value = node.get(key) if hasattr(node, "get") else None
+        if value is not None and not isinstance(value, bool):
+            raise LaunchError(f"{prefix}{key}={console_value(value)} must be true or false.")
+
+
 def console_value(value: Any) -> str:
     """A config value as it would be typed on the command line."""
     if isinstance(value, bool):

@@ -228,6 +228,7 @@ def test_dry_run_makes_no_call(archive, sentences_file, clean_env, monkeypatch, 
         (["model_data=s3://bucket/models/"], None, "model_data=s3://bucket/models/ names no object"),
         (["+env.A={B:1}"], None, "env.A={B:1} is not a plain value"),
         (["aws.prefix=/a//b/"], None, "aws.prefix=/a//b/ has an empty path segment"),
+        (["dry_run=flase"], None, "dry_run=flase must be true or false"),
     ],
 )
 def test_bad_settings_and_inputs_are_refused_before_any_call(overrides, content, fragment, archive, sentences_file,

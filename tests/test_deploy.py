@@ -194,6 +194,8 @@ def test_elastic_inference_config_stays_discoverable(clean_env):
         (["+deploy.env.A={B:1}"], "deploy.env.A={B:1} is not a plain value"),
         (["aws.prefix=/a//b/"], "aws.prefix=/a//b/ has an empty path segment"),
         (["model_data=s3://bucket"], "model_data=s3://bucket names no object"),
+        (["wait=maybe"], "wait=maybe must be true or false"),
+        (["smoke_test.sentences=hello"], "smoke_test.sentences=hello must be a list of sentences"),
     ],
 )
 def test_bad_settings_are_refused_before_any_call(overrides, fragment, archive, region_only, no_http):

@@ -446,12 +446,13 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["sagemaker.use_spot_instances=maybe"], "sagemaker.use_spot_instances=maybe must be true or false"),
         (["sagemaker.output_path=my-bucket/out"], "sagemaker.output_path=my-bucket/out must match the pattern"),
         (["aws.prefix=/a//b/"], "aws.prefix=/a//b/ has an empty path segment"),
+        (["sagemaker.wait=maybe"], "sagemaker.wait=maybe must be true or false"),
     ],
     ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
          "spot-max-wait", "optuna", "instance-type", "bucket-uppercase", "bucket-dots", "role-shape",
          "vpc-half", "unknown-key", "managed-key", "network-isolation", "count-text", "max-run-negative",
          "keep-alive-max", "retry-max", "subnets-string", "subnet-pattern", "environment-nested", "tags-list",
-         "tag-pattern", "spot-not-bool", "output-path-not-s3", "prefix-empty-segment"],
+         "tag-pattern", "spot-not-bool", "output-path-not-s3", "prefix-empty-segment", "wait-not-bool"],
 )  # fmt: skip
 def test_unsupported_settings_fail_before_any_aws_call(moto_env, api_calls, small_data, overrides, expected):
     with pytest.raises(LaunchError) as info:
