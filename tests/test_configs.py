@@ -144,14 +144,51 @@ def test_cpu_feature_probe(monkeypatch, amx, avx512_bf16, expected):
         (["trainer.max_epochs=-1"], "needs to know the total number of optimizer steps"),
         (["trainer.max_epochs=0"], "give a positive number of epochs"),
         (["trainer.max_steps=0"], "give a positive number of steps"),
+        # Wrong types and ranges from the command line: refused by name, not a TypeError deep inside torch/Lightning.
+        (["model.optimizer.lr=abc"], r"model.optimizer.lr=abc is not a number. Give a number, e.g. model.optimizer"),
+        (["model.optimizer.lr=0"], r"model.optimizer.lr=0 is out of range: it must be > 0"),
+        (["data.batch_size=0"], r"data.batch_size=0 is out of range: it must be >= 1, e.g. data.batch_size=32"),
+        (["data.batch_size=-4"], r"data.batch_size=-4 is out of range"),
+        (["data.batch_size=8.5"], r"data.batch_size=8.5 is not an integer"),
+        (["data.eval_batch_size=0"], r"data.eval_batch_size=0 is out of range"),
+        (["trainer.max_epochs=abc"], r"trainer.max_epochs=abc is not an integer. Give an integer"),
+        (["trainer.max_steps=many"], r"trainer.max_steps=many is not an integer"),
+        (["seed=abc"], r"seed=abc is not an integer"),
+        (["data.max_length=abc"], r"data.max_length=abc is not an integer"),
+        (["data.val_fraction=1.5"], r"data.val_fraction=1.5 is out of range: it must be > 0 and < 1"),
+        (["model.warmup_ratio=2"], r"model.warmup_ratio=2 is out of range: it must be >= 0 and <= 1"),
+        (["model.weight_decay=-0.1"], r"model.weight_decay=-0.1 is out of range"),
+        (["model.dropout=abc"], r"model.dropout=abc is not a number"),
+        (["model.dropout=1"], r"model.dropout=1 is out of range: it must be >= 0 and < 1"),
+        (["data.num_workers=-1"], r"data.num_workers=-1 is out of range"),
+        (["trainer.precision=bogus"], r"trainer.precision=bogus is not a precision Lightning knows. Use one of: 32"),
+        (["trainer.accelerator=tpuu"], r"trainer.accelerator=tpuu is not an accelerator Lightning knows"),
+        (["paths.model_dir={tmp}/a_file/model"],
+         r"paths.model_dir=.*/a_file/model cannot be created: .*a_file is a file, not a directory"),
+        (["paths.checkpoint_dir={tmp}/a_file/ckpt"], r"paths.checkpoint_dir=.* cannot be created"),
     ],
 )
-def test_values_lightning_would_fail_on_late_are_refused_early(compose_train, overrides, message):
+def test_values_lightning_would_fail_on_late_are_refused_early(compose_train, overrides, message, tmp_path):
     from cola_bert.config import ConfigError, check_train_config
 
+    (tmp_path / "a_file").write_text("not a directory")
     with pytest.raises(ConfigError, match=message):
-        check_train_config(compose_train(*overrides))
+        check_train_config(compose_train(*(o.format(tmp=tmp_path) for o in overrides)))
     check_train_config(compose_train("trainer.max_epochs=-1", "trainer.max_steps=100"))  # a step budget is fine
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_asked_for_where_there_is_none_is_refused_with_what_to_use(compose_train, monkeypatch, accelerator):
+    import torch
+
+    from cola_bert.config import ConfigError, check_train_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=rf"trainer.accelerator={accelerator} asks for a CUDA GPU, but PyTorch sees "
+                                          r"none .* trainer=auto \(the default\) or trainer=cpu"):
+        check_train_config(compose_train(f"trainer.accelerator={accelerator}", "trainer.precision=32-true"))
+    check_train_config(compose_train("trainer=cpu"))  # the CPU trainers pass
+    check_train_config(compose_train("trainer=auto"))
 
 
 def test_gpu_and_ddp_trainer_settings(compose_train):

@@ -73,11 +73,18 @@ def test_user_tsv_with_header_any_column_order(tmp_path):
         ("c.csv", "sentence,label\nok,3\n", "c.csv:2: label 3 is outside 0..1"),
         ("d.csv", "sentence,label,domain\nok,1,mars\n", "d.csv:2: domain 'mars' is not one of"),
         ("e.csv", "sentence,label\n", "e.csv: the file has no examples"),
+        ("f.csv", "", "f.csv: the file is empty. It needs a header row"),
+        ("g.tsv", "\n  \n", "g.tsv: the file is empty"),
     ],
 )
 def test_user_file_errors(tmp_path, name, content, message):
     with pytest.raises(DataFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
         read_labelled_file(write(tmp_path / name, content))
+
+
+def test_a_directory_given_as_data_file_is_named_as_such(tmp_path):
+    with pytest.raises(DataFormatError, match="is a directory; give the data file itself"):
+        read_labelled_file(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["bom.csv", "bom.tsv"])

@@ -560,6 +560,29 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_length=abc", "error: max_length=abc is not an integer. Give an integer, e.g. max_length=128."),
+        ("tolerance=tight", "error: tolerance=tight is not a number"),
+        ("batch_sizes=abc", "error: batch_sizes=abc is not a list of integers"),
+        ("lengths=[1,x]", "error: lengths=[1, 'x'] is not a list of integers"),
+        ("min_agreement=high", "error: min_agreement=high is not a number"),
+        ("seed=1.5", "error: seed=1.5 is not an integer"),
+        ("output_dir={tmp}/a_file/out", "error: output_dir={tmp}/a_file/out cannot be written"),
+    ],
+)
+def test_cli_wrong_values_are_one_clear_line_and_write_nothing(tiny_model_dir, tmp_path, override, message):
+    (tmp_path / "a_file").write_text("not a directory")
+    override = override.format(tmp=tmp_path)
+    output = [] if override.startswith("output_dir=") else [f"output_dir={tmp_path / 'out'}"]
+    proc = _run_cli(f"model_dir={tiny_model_dir}", *output, override, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert message.format(tmp=tmp_path) in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 # --------------------------------------------------------------------------------------- tarball / S3 sources
 def _training_artifact(tiny_model_dir: Path, path: Path, prefix: str = "") -> Path:
     """Like a SageMaker training job's model.tar.gz: the HF model at the root, metrics/config beside it."""

@@ -153,6 +153,10 @@ def test_bad_input_files_exit_2_and_write_nothing(content, match, artifact, tmp_
         ("not_a_model", "neither an exported artifact"),
         ("output_dir_missing", "does not exist; create it first"),
         ("no_output", "--input needs --output"),
+        ("batch_size_0", "--batch-size must be at least 1, got 0"),
+        ("max_length_0", "--max-length must be at least 2 ([CLS] and [SEP]), got 0"),
+        ("blank_sentence", "sentence argument 2 of 2 is empty or only whitespace"),
+        ("empty_sentence", "sentence argument 1 of 1 is empty or only whitespace"),
     ],
 )
 def test_bad_arguments_exit_2(case, match, artifact, tmp_path, capsys):
@@ -169,6 +173,14 @@ def test_bad_arguments_exit_2(case, match, artifact, tmp_path, capsys):
         args[5] = str(tmp_path / "no" / "o.jsonl")
     elif case == "no_output":
         args = args[:4]
+    elif case == "batch_size_0":
+        args += ["--batch-size", "0"]
+    elif case == "max_length_0":  # a run's model/ directory is truncated at --max-length
+        args = ["--model-dir", str(artifact / "model"), "--max-length", "0", "A sentence."]
+    elif case == "blank_sentence":  # sentences as arguments: each one must hold text, as each line of a file must
+        args = ["--model-dir", str(artifact / "model"), "The cat sat on the mat.", "   "]
+    elif case == "empty_sentence":
+        args = ["--model-dir", str(artifact / "model"), ""]
     assert predict.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err

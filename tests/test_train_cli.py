@@ -104,6 +104,12 @@ def test_captured_console_is_clean_and_starts_with_the_run_header(cola_archive, 
     assert "epoch=0 train_loss=" in proc.stdout
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -114,10 +120,33 @@ def test_captured_console_is_clean_and_starts_with_the_run_header(cola_archive, 
                      id="max-epochs-unlimited"),
         pytest.param(["data.archive={archive}", "ckpt_path={tmp}/nope.ckpt"], "ckpt_path={tmp}/nope.ckpt does not exist",
                      id="ckpt-path-missing"),
+        pytest.param(["data.archive={archive}", "ckpt_path={tmp}"], "ckpt_path={tmp} is a directory, not a checkpoint",
+                     id="ckpt-path-directory"),
+        pytest.param(["data.archive={archive}", "ckpt_path={tmp}/corrupt.ckpt"],
+                     "ckpt_path={tmp}/corrupt.ckpt cannot be read as a Lightning checkpoint", id="ckpt-path-corrupt"),
+        pytest.param(["data.archive={archive}", "model.optimizer.lr=abc"],
+                     "model.optimizer.lr=abc is not a number. Give a number, e.g. model.optimizer.lr=5e-5.",
+                     id="lr-not-a-number"),
+        pytest.param(["data.archive={archive}", "data.batch_size=0"], "data.batch_size=0 is out of range",
+                     id="batch-size-0"),
+        pytest.param(["data.archive={archive}", "seed=abc"], "seed=abc is not an integer", id="seed-not-an-integer"),
+        pytest.param(["data.archive={archive}", "trainer.precision=bogus"],
+                     "trainer.precision=bogus is not a precision Lightning knows", id="precision-unknown"),
+        pytest.param(["data.archive={archive}", "trainer.accelerator=gpu"],
+                     "trainer.accelerator=gpu asks for a CUDA GPU, but PyTorch sees none", id="gpu-without-gpu",
+                     marks=pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU")),
+        pytest.param(["data.archive={archive}", "data.max_length=100000"],
+                     "data.max_length=100000 exceeds the model's max_position_embeddings=512", id="max-length-too-long"),
+        pytest.param(["data.archive={archive}", "logger=mlflow", "logger.mlflow.tracking_uri=bogus://nowhere"],
+                     "logger=mlflow cannot use tracking_uri=bogus://nowhere", id="mlflow-bad-uri"),
+        pytest.param(["data.archive={archive}", "paths.model_dir={tmp}/bad.csv/model"],
+                     "paths.model_dir={tmp}/bad.csv/model cannot be created: {tmp}/bad.csv is a file",
+                     id="model-dir-not-creatable"),
     ],
 )
 def test_known_user_errors_are_one_paragraph_and_exit_2(cola_archive, tmp_path, overrides, message):
     (tmp_path / "bad.csv").write_text('sentence,label\nFine.,1\n"Never closed.,0\nNext.,1\n')
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     fill = {"tmp": tmp_path, "archive": cola_archive}
     args = ["model=tiny", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}",
             *(o.format(**fill) for o in overrides)]
@@ -130,6 +159,29 @@ def test_known_user_errors_are_one_paragraph_and_exit_2(cola_archive, tmp_path, 
     if "trainer.max_epochs=-1" in overrides:  # the traceback is still there for whoever asks for it
         full = run_cli("cola_bert.train", *args, check=False, env={"HYDRA_FULL_ERROR": "1"})
         assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
+    """ckpt_path= a checkpoint written by a run with other model settings: a ConfigError naming the first weight
+    that differs and the checkpoint's model, instead of a shape error from inside Lightning's restore."""
+    import torch
+
+    from cola_bert.config import ConfigError
+    from cola_bert.module import CoLAClassifier
+    from cola_bert.train import check_checkpoint
+
+    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+            "vocab_size": 128}
+    this = CoLAClassifier(None, tiny=tiny)
+    other = CoLAClassifier(None, tiny={**tiny, "hidden_size": 64})
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": other.state_dict(), "hyper_parameters": dict(other.hparams)}, path)
+    with pytest.raises(ConfigError, match=r"was written by a different model than this run's \(model\.bert\..* has "
+                                          r"shape \(.*64.*\) there, \(.*32.*\) here; .*'hidden_size': 64"):
+        check_checkpoint(str(path), this)
+    same = tmp_path / "same.ckpt"
+    torch.save({"state_dict": this.state_dict(), "hyper_parameters": dict(this.hparams)}, same)
+    check_checkpoint(str(same), this)  # a checkpoint of this model passes
 
 
 def test_same_seed_same_metrics(compose_train, tmp_path):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class ConfigError(ValueError):
 
 def check_train_config(cfg: Any) -> None:
     """Refuse values that would only fail deep inside Lightning (e.g. an OverflowError from the LR schedule)."""
+    _check_values(cfg)
     trainer = cfg.trainer
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
     no_step_limit = max_steps is None or max_steps == -1
@@ -50,6 +52,122 @@ def check_train_config(cfg: Any) -> None:
         )
     if max_steps is not None and (max_steps == 0 or max_steps < -1):
         raise ConfigError(f"trainer.max_steps={max_steps}: give a positive number of steps, or -1 for no step limit.")
+    _check_trainer_device(trainer)
+    check_output_paths(cfg)
+
+
+def _is_number(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if integer else isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def _require(key: str, value: Any, example: str, *, integer: bool = False, low: float | None = None,
+             high: float | None = None, low_open: bool = False, high_open: bool = False,
+             optional: bool = False) -> None:
+    """`key=value` must be an integer / a number in the given range; else a ConfigError with an example."""
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    if not _is_number(value, integer):
+        raise ConfigError(f"{key}={value} is not {kind}. Give {kind}, e.g. {key}={example}.")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        raise ConfigError(f"{key}={value} is out of range: it must be {' and '.join(p for p in (lo, hi) if p)}, "
+                          f"e.g. {key}={example}.")
+
+
+def _check_values(cfg: Any) -> None:
+    """Types and ranges of the values users override most, before anything is built (a string where a number
+    belongs would otherwise fail deep inside torch or Lightning with a traceback)."""
+    trainer, data, model = cfg.trainer, cfg.get("data") or {}, cfg.get("model") or {}
+    _require("seed", cfg.get("seed"), "42", integer=True, optional=True)
+    _require("trainer.max_epochs", trainer.get("max_epochs"), "3", integer=True, optional=True)
+    _require("trainer.max_steps", trainer.get("max_steps", -1), "2000", integer=True, optional=True)
+    for key, example in (("batch_size", "32"), ("eval_batch_size", "128")):
+        if key in data:
+            _require(f"data.{key}", data.get(key), example, integer=True, low=1)
+    if "max_length" in data:
+        _require("data.max_length", data.get("max_length"), "128", integer=True)  # >= 2: CoLADataModule says it
+    if "num_workers" in data:
+        _require("data.num_workers", data.get("num_workers"), "0", integer=True, low=0)
+    if "val_fraction" in data:
+        _require("data.val_fraction", data.get("val_fraction"), "0.25", low=0, high=1, low_open=True, high_open=True)
+    optimizer = model.get("optimizer") or {}
+    if "lr" in optimizer:
+        _require("model.optimizer.lr", optimizer.get("lr"), "5e-5", low=0, low_open=True)
+    if "warmup_ratio" in model:
+        _require("model.warmup_ratio", model.get("warmup_ratio"), "0.1", low=0, high=1)
+    if "weight_decay" in model:
+        _require("model.weight_decay", model.get("weight_decay"), "0.01", low=0)
+    for key in ("dropout", "attention_dropout"):
+        _require(f"model.{key}", model.get(key), "0.1", low=0, high=1, high_open=True, optional=True)
+
+
+# Lightning's accepted `precision` values (lightning_fabric.connector._PRECISION_INPUT).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "64", "bf16", 32, 16, 64)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _check_trainer_device(trainer: Any) -> None:
+    """A precision Lightning does not know, or a GPU asked for where there is none: say so before building."""
+    precision = trainer.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} is not a precision Lightning knows. Use one of: 32-true (fp32), "
+            "bf16-mixed (bf16 autocast), 16-mixed (fp16 autocast, GPUs), bf16-true, 16-true, 64-true; or leave it "
+            "out: trainer=auto (the default) picks bf16-mixed or 32-true for this hardware."
+        )
+    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} is not an accelerator Lightning knows. Use one of: "
+            f"{', '.join(ACCELERATORS)} (auto: a CUDA GPU when there is one, else the CPU)."
+        )
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} asks for a CUDA GPU, but PyTorch sees none on this machine "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Train on the CPU with "
+            "trainer=auto (the default) or trainer=cpu, or run on a GPU machine (e.g. "
+            "python -m launch.train sagemaker=gpu trainer=gpu)."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps asks for Apple's MPS, which is not available here. "
+                          "Use trainer=auto (the default) or trainer=cpu.")
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_paths(cfg: Any) -> None:
+    """The run's output directories can be created and written, checked before training rather than after it."""
+    paths = cfg.get("paths") or {}
+    keys = ["output_dir", "checkpoint_dir"] + (["model_dir"] if cfg.get("save_model", True) else [])
+    for key in keys:
+        value = paths.get(key)
+        if not value:
+            continue
+        target = Path(str(value)).expanduser().absolute()
+        existing = _first_existing(target)
+        if not existing.is_dir():
+            raise ConfigError(
+                f"paths.{key}={value} cannot be created: {existing} is a file, not a directory. Choose another "
+                f"location (e.g. hydra.run.dir=outputs/my_run, or paths.{key}=...)."
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"paths.{key}={value} is not writable: {existing} does not let this user write into it. Choose a "
+                f"writable location (e.g. hydra.run.dir=outputs/my_run, or paths.{key}=...)."
+            )
 
 
 def _minilm_path() -> str:

@@ -90,9 +90,16 @@ def read_labelled_file(path: str | os.PathLike, num_labels: int = 2) -> list[Exa
     """A user file: CSV (quoted as usual) or TSV (no quoting) with a header holding `sentence` and `label`
     (and optionally `domain`). A headerless 4-column TSV is read as raw CoLA."""
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path}: is a directory; give the data file itself (a .tsv or .csv).")
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file.")
     text = read_text(path)
+    if not text.strip():
+        raise DataFormatError(
+            f"{path}: the file is empty. It needs a header row naming `sentence` and `label` (optionally `domain`) "
+            "and one example per line."
+        )
     first = text.split("\n", 1)[0].rstrip("\r")
     if path.suffix.lower() == ".csv":
         reader_kwargs: dict[str, Any] = {"delimiter": ",", "strict": True}

@@ -270,11 +270,16 @@ def export_model(
                 f"output_dir, e.g. output_dir={source.parent / 'export'}."
             )
     parent = output_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
     sentences, sentence_source = agreement_sentences(find_cola_archive(cola_archive, None) if cola_archive else None,
                                                      agreement_file)
-
-    work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.export-", dir=parent))
+    except OSError as err:
+        raise ExportError(
+            f"output_dir={output_dir} cannot be written ({err.strerror or err}: {err.filename or parent}). Choose a "
+            "directory you can write to, e.g. output_dir=outputs/export."
+        ) from None
     try:
         root = resolve_model_dir(model_dir, work)
         log.info("exporting %s as %s (max_length=%d)", root, format, max_length)
@@ -488,16 +493,34 @@ def run(cfg: Any) -> Path:
                 f"{key}= is required: python -m cola_bert.export model_dir=RUN/model output_dir=OUT "
                 "[format=torchscript|torch_export|onnx] [quantize=int8]"
             )
+    def number(key: str, kind: type, example: str, as_list: bool = False) -> Any:
+        """cfg[key] as `kind` (`as_list`: a list of them; one value counts as a list of one). A value of another
+        type is an ExportError that says what to give, not a traceback from int()/float()."""
+        value = cfg.get(key)
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        what = "an integer" if kind is int else "a number"
+        shape = f"a list of {what.split(' ', 1)[1]}s" if as_list else what
+        if (OmegaConf.is_list(value) and not as_list) or not values:
+            raise ExportError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or (kind is int and item != int(item)):
+                raise ExportError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
+        converted = [kind(item) for item in values]
+        return converted if as_list else converted[0]
+
     data = cfg.get("data") or {}
     archive = find_cola_archive(data.get("archive"), data.get("data_dir"))
     tarball = export_model(
-        cfg.model_dir, cfg.output_dir, format=str(cfg.format), max_length=int(cfg.max_length),
-        tolerance=float(cfg.tolerance), batch_sizes=list(cfg.batch_sizes),
-        lengths=list(cfg.lengths) if cfg.get("lengths") else None, seed=int(cfg.seed),
+        cfg.model_dir, cfg.output_dir, format=str(cfg.format), max_length=number("max_length", int, "128"),
+        tolerance=number("tolerance", float, "1e-4"),
+        batch_sizes=number("batch_sizes", int, "[1,8,64]", as_list=True),
+        lengths=number("lengths", int, "[1,16,128]", as_list=True) if cfg.get("lengths") else None,
+        seed=number("seed", int, "0"),
         jit_optimize=str(cfg.jit_optimize), hf_fallback=bool(cfg.hf_fallback), quantize=str(cfg.quantize),
-        int8_matmul=str(cfg.int8_matmul), block_size=cfg.block_size,
+        int8_matmul=str(cfg.int8_matmul), block_size=number("block_size", int, "128"),
         per_channel=bool(cfg.per_channel), reduce_range=bool(cfg.reduce_range),
-        min_agreement=float(cfg.min_agreement), cola_archive=archive, agreement_file=cfg.get("agreement_sentences"),
+        min_agreement=number("min_agreement", float, "0.97"), cola_archive=archive,
+        agreement_file=cfg.get("agreement_sentences"),
         onnxruntime_package=str(cfg.onnxruntime_package),
     )
     manifest = json.loads((tarball.parent / "model" / inference.MANIFEST_NAME).read_text(encoding="utf-8"))

@@ -203,6 +203,15 @@ def _check_output(output: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.max_length < 2:
+        raise PredictError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}; the default "
+                           "is 128.")
+    blank = [number for number, sentence in enumerate(args.sentences, start=1) if not sentence.strip()]
+    if blank:
+        raise PredictError(
+            f"sentence argument {blank[0]} of {len(args.sentences)} is empty or only whitespace: there is nothing "
+            "to classify. Quote each sentence as one argument, e.g. \"The cat sat on the mat.\"."
+        )
     if args.input is not None and args.sentences:
         raise PredictError("Pass sentences either as arguments or with --input FILE, not both.")
     if args.output is not None and args.input is None:

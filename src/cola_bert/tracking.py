@@ -104,6 +104,28 @@ def start(cfg: DictConfig, loggers: Iterable[Logger]) -> None:
         logger.log_hyperparams(flatten_config(cfg))
 
 
+def explain_error(cfg: DictConfig, err: BaseException) -> Exception | None:
+    """An MLflow failure behind `err` while the MLflow logger starts (an unknown URI scheme, a server that cannot be
+    reached, ...) as a ConfigError that names the tracking URI and what to do; None for any other error."""
+    from cola_bert.config import ConfigError
+
+    nodes = [n for n in (cfg.get("logger") or {}).values()
+             if isinstance(n, DictConfig) and str(n.get("_target_", "")).endswith("MLFlowLogger")]
+    cause: BaseException | None = err
+    while cause is not None and not type(cause).__module__.startswith("mlflow"):
+        cause = cause.__cause__ or cause.__context__
+    if not nodes or cause is None:
+        return None
+    uri = nodes[0].get("tracking_uri")
+    reason = " ".join(str(cause).split())[:300]
+    return ConfigError(
+        f"logger=mlflow cannot use tracking_uri={uri} ({type(cause).__name__}: {reason}). Give a working URI with "
+        "logger.mlflow.tracking_uri=... (sqlite:///outputs/mlflow.db for a local store, http://host:5000 for a "
+        "running MLflow server, or a SageMaker managed MLflow ARN) or unset MLFLOW_TRACKING_URI, start the server, "
+        "or train without MLflow (logger=csv)."
+    )
+
+
 def log_outputs(cfg: DictConfig, loggers: Iterable[Logger], out_dir: Path) -> None:
     """After the run's files are written: metrics.json, config.yaml and plots/ as artifacts of each MLflow run."""
     for _, logger in _mlflow_pairs(cfg, loggers):

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,48 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
         last = checkpoint_dir / "last.ckpt"
         return str(last) if last.is_file() else None
     if not Path(ckpt_path).is_file():
+        what = "is a directory, not a checkpoint file" if Path(ckpt_path).is_dir() else "does not exist"
         raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist. Give a checkpoint file (e.g. RUN/checkpoints/last.ckpt), or "
+            f"ckpt_path={ckpt_path} {what}. Give a checkpoint file (e.g. RUN/checkpoints/last.ckpt), or "
             "ckpt_path=last to resume from this run directory's last.ckpt when there is one."
         )
     return ckpt_path
+
+
+def check_checkpoint(ckpt_path: str, module: pl.LightningModule) -> None:
+    """The checkpoint to resume from is a readable Lightning checkpoint of this very model (same weight shapes)."""
+    try:
+        if not zipfile.is_zipfile(ckpt_path):  # torch.save writes a zip archive; a cut-off one has no directory
+            raise ValueError("not a complete zip archive, which is what torch.save writes")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, not a checkpoint at all, or unpicklable without trusting its code
+        reason = " ".join(str(err).split())[:200]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} cannot be read as a Lightning checkpoint ({type(err).__name__}: {reason}). "
+            "The file is truncated, corrupt or not a checkpoint: give another .ckpt (e.g. the best "
+            "RUN/checkpoints/epoch_NNN.ckpt), or start fresh without ckpt_path."
+        ) from err
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is not a Lightning training checkpoint (no state_dict). Give a .ckpt from "
+            "RUN/checkpoints/; a model/ directory is used with model.pretrained=RUN/model instead."
+        )
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    different = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or different or set(state) - set(expected):
+        saved = checkpoint.get("hyper_parameters") or {}
+        detail = (f"{different[0]} has shape {tuple(state[different[0]].shape)} there, "
+                  f"{tuple(expected[different[0]].shape)} here" if different else
+                  f"{len(missing)} weights missing, {len(set(state) - set(expected))} unexpected")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was written by a different model than this run's ({detail}; the checkpoint's "
+            f"model: pretrained={saved.get('pretrained')}, tiny={saved.get('tiny')}, "
+            f"labels={saved.get('label_names')}). "
+            "Resume with the same model settings as the run that wrote it (its RUN/config.yaml), or start fresh "
+            "without ckpt_path."
+        )
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -173,6 +211,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Plain containers (not DictConfig) so checkpoints hold only plain hyperparameters.
     datamodule = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="all")
+    positions = getattr(module.model.config, "max_position_embeddings", None)
+    if positions and cfg.data.get("max_length") and cfg.data.max_length > positions:
+        raise ConfigError(
+            f"data.max_length={cfg.data.max_length} exceeds the model's max_position_embeddings={positions}: a "
+            f"longer sentence would fail in the middle of training. Give data.max_length={positions} or less "
+            "(CoLA's longest sentence is under 64 tokens; the default is 128)."
+        )
+    if ckpt_path:
+        check_checkpoint(ckpt_path, module)
     summary = EpochSummary(print_every_n_steps=cfg.get("print_every_n_steps", 0))
     header = RunHeader(
         run_dir=str(cfg.paths.output_dir),
@@ -191,8 +238,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and console.is_terminal()
     if not progress_bar:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    loggers = _instantiate_all(cfg.get("logger"))
-    tracking.start(cfg, loggers)  # MLflow: experiment, sweep tags, the flattened config as params
+    try:
+        loggers = _instantiate_all(cfg.get("logger"))
+        tracking.start(cfg, loggers)  # MLflow: experiment, sweep tags, the flattened config as params
+    except Exception as err:
+        known = tracking.explain_error(cfg, err)  # a bad or unreachable MLflow tracking URI
+        if known is None:
+            raise
+        raise known from err
     if not loggers:  # the learning-rate monitor only writes to loggers, and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
