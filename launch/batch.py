@@ -27,7 +27,7 @@ from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import LaunchError, aws_errors, exit_on_error, lookup
-from launch.session import AwsContext, import_sagemaker, opt, parse_s3_uri
+from launch.session import AwsContext, import_sagemaker, opt, parse_s3_object, parse_s3_uri
 
 MAX_PAYLOAD_MB = 100  # SageMaker: MaxPayloadInMB <= 100 and MaxPayloadInMB x MaxConcurrentTransforms <= 100
 INVOCATION_TIMEOUT_S = 3600  # SageMaker's maximum; the serving toolkit's own default is 60 s per request
@@ -96,7 +96,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise LaunchError(f"output={opt(cfg, 'output')} must be an S3 prefix, e.g. output=s3://<bucket>/cola/batch/.")
     validate.bucket_name(parse_s3_uri(str(cfg.output))[0], setting="output")
     if str(cfg.model_data).startswith("s3://"):
-        model_artifact.s3_archive_uri(str(cfg.model_data))
+        parse_s3_object(str(cfg.model_data), "model_data")
     if str(cfg.input).startswith("s3://"):
         parse_s3_uri(str(cfg.input))
     for key, operation, member in (("job_name", "CreateTransformJob", "TransformJobName"),

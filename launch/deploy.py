@@ -26,7 +26,7 @@ from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import Interrupted, LaunchError, NotFound, aws_errors, exit_on_error, lookup
 from launch.model_artifact import Artifact
-from launch.session import AwsContext, import_sagemaker, opt
+from launch.session import AwsContext, import_sagemaker, opt, parse_s3_object
 
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 EI_REFUSAL = (
@@ -137,7 +137,7 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
     if job:
         return "training_job", str(job)
     if str(model_data).startswith("s3://"):
-        model_artifact.s3_archive_uri(str(model_data))
+        parse_s3_object(str(model_data), "model_data")
         return "s3", str(model_data)
     return "local", str(model_data)
 

@@ -58,15 +58,6 @@ def local_archive_path(value: str) -> Path:
     return path
 
 
-def s3_archive_uri(value: str) -> str:
-    """`model_data` as an s3:// URI of an object (not a bucket or prefix); no AWS call."""
-    key = parse_s3_uri(value)[1]
-    if not key or key.endswith("/"):
-        raise LaunchError(f"model_data={value} names no object: give the archive's full key, e.g. "
-                          "model_data=s3://<bucket>/cola-bert/models/<sha256>/model.tar.gz.")  # fmt: skip
-    return value
-
-
 def inspect_local(value: str) -> Artifact:
     """Unpack and verify a local archive exactly as `cola_bert.serve` would; any problem → LaunchError."""
     from cola_bert import inference, tarball

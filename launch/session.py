@@ -130,6 +130,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def parse_s3_object(uri: str, setting: str = "") -> tuple[str, str]:
+    """`s3://bucket/key` of one object (not a bucket or a prefix) → (bucket, key); no AWS call. `setting`: the
+    config key the URI came from, for the message."""
+    bucket, key = parse_s3_uri(uri)
+    if not key or key.endswith("/"):
+        given = f"{setting}=" if setting else ""
+        raise LaunchError(f"{given}{uri} names no object: give the file's full key, e.g. "
+                          f"{given}s3://<bucket>/cola-bert/models/<sha256>/model.tar.gz.")  # fmt: skip
+    return bucket, key
+
+
 class AwsContext:
     """Region, sessions, role, bucket and prefix for one launcher run. Creating it makes no AWS call (it checks the
     shape of aws.bucket and of an aws.role ARN); the role and the bucket are resolved on first use."""
@@ -284,9 +295,7 @@ class AwsContext:
         return True
 
     def download(self, uri: str, dest: Path) -> Path:
-        bucket, key = parse_s3_uri(uri)
-        if not key or key.endswith("/"):
-            raise LaunchError(f"{uri} names no object: give the full key, e.g. s3://bucket/job/output/model.tar.gz.")
+        bucket, key = parse_s3_object(uri)
         target = Path(dest) / Path(key).name
         target.parent.mkdir(parents=True, exist_ok=True)
         with aws_errors(f"downloading {uri}"):

@@ -593,15 +593,10 @@ def _decode(body: Any, charset: Optional[str]) -> str:
         raise RequestError(400, "Unreadable request body of type {}.".format(type(body).__name__))
     encoding = charset or "utf-8"
     try:
-        text_encoding = getattr(codecs.lookup(encoding), "_is_text_encoding", True)
-    except LookupError:
-        text_encoding = False
-    if not text_encoding:  # unknown, or a bytes-to-bytes codec such as base64, hex, zlib, bz2, rot13
-        raise RequestError(415, "Unknown charset {!r} in Content-Type (not a text encoding); send UTF-8.".format(
-            encoding))
-    try:
+        if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
+            raise LookupError(encoding)  # a bytes-to-bytes codec such as base64, hex, zlib, bz2, rot13
         text = body.decode(encoding)
-    except LookupError:
+    except LookupError:  # unknown, or not a text encoding
         raise RequestError(415, "Unknown charset {!r} in Content-Type (not a text encoding); send UTF-8.".format(
             encoding)) from None
     except UnicodeError as err:
