@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,21 @@ def _is_number(value: Any, integer: bool) -> bool:
     return isinstance(value, int) if integer else isinstance(value, (int, float)) and not math.isnan(value)
 
 
-def _require(key: str, value: Any, example: str, *, integer: bool = False, low: float | None = None,
-             high: float | None = None, low_open: bool = False, high_open: bool = False,
-             optional: bool = False) -> None:
-    """`key=value` must be an integer / a number in the given range; else a ConfigError with an example."""
+def require_number(key: str, value: Any, example: str, *, integer: bool = False, low: float | None = None,
+                   high: float | None = None, low_open: bool = False, high_open: bool = False,
+                   optional: bool = False, as_list: bool = False) -> None:
+    """`key=value` must be an integer / a number in the given range (`as_list`: a list of them, or one); else a
+    ConfigError with an example. Shared by the training and export CLIs, so both word it the same."""
     if value is None and optional:
         return
     kind = "an integer" if integer else "a number"
-    if not _is_number(value, integer):
-        raise ConfigError(f"{key}={value} is not {kind}. Give {kind}, e.g. {key}={example}.")
+    shape = f"a list of {kind.split(' ', 1)[1]}s" if as_list else kind
+    is_list = isinstance(value, Sequence) and not isinstance(value, str)
+    values = list(value) if is_list else [value]
+    if (is_list and not as_list) or not values or not all(_is_number(v, integer) for v in values):
+        raise ConfigError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
+    if as_list:
+        return
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
@@ -84,27 +91,27 @@ def _check_values(cfg: Any) -> None:
     """Types and ranges of the values users override most, before anything is built (a string where a number
     belongs would otherwise fail deep inside torch or Lightning with a traceback)."""
     trainer, data, model = cfg.trainer, cfg.get("data") or {}, cfg.get("model") or {}
-    _require("seed", cfg.get("seed"), "42", integer=True, optional=True)
-    _require("trainer.max_epochs", trainer.get("max_epochs"), "3", integer=True, optional=True)
-    _require("trainer.max_steps", trainer.get("max_steps", -1), "2000", integer=True, optional=True)
+    require_number("seed", cfg.get("seed"), "42", integer=True, optional=True)
+    require_number("trainer.max_epochs", trainer.get("max_epochs"), "3", integer=True, optional=True)
+    require_number("trainer.max_steps", trainer.get("max_steps", -1), "2000", integer=True, optional=True)
     for key, example in (("batch_size", "32"), ("eval_batch_size", "128")):
         if key in data:
-            _require(f"data.{key}", data.get(key), example, integer=True, low=1)
+            require_number(f"data.{key}", data.get(key), example, integer=True, low=1)
     if "max_length" in data:
-        _require("data.max_length", data.get("max_length"), "128", integer=True)  # >= 2: CoLADataModule says it
+        require_number("data.max_length", data.get("max_length"), "128", integer=True)  # >= 2: CoLADataModule says it
     if "num_workers" in data:
-        _require("data.num_workers", data.get("num_workers"), "0", integer=True, low=0)
+        require_number("data.num_workers", data.get("num_workers"), "0", integer=True, low=0)
     if "val_fraction" in data:
-        _require("data.val_fraction", data.get("val_fraction"), "0.25", low=0, high=1, low_open=True, high_open=True)
+        require_number("data.val_fraction", data.get("val_fraction"), "0.25", low=0, high=1, low_open=True, high_open=True)
     optimizer = model.get("optimizer") or {}
     if "lr" in optimizer:
-        _require("model.optimizer.lr", optimizer.get("lr"), "5e-5", low=0, low_open=True)
+        require_number("model.optimizer.lr", optimizer.get("lr"), "5e-5", low=0, low_open=True)
     if "warmup_ratio" in model:
-        _require("model.warmup_ratio", model.get("warmup_ratio"), "0.1", low=0, high=1)
+        require_number("model.warmup_ratio", model.get("warmup_ratio"), "0.1", low=0, high=1)
     if "weight_decay" in model:
-        _require("model.weight_decay", model.get("weight_decay"), "0.01", low=0)
+        require_number("model.weight_decay", model.get("weight_decay"), "0.01", low=0)
     for key in ("dropout", "attention_dropout"):
-        _require(f"model.{key}", model.get(key), "0.1", low=0, high=1, high_open=True, optional=True)
+        require_number(f"model.{key}", model.get(key), "0.1", low=0, high=1, high_open=True, optional=True)
 
 
 # Lightning's accepted `precision` values (lightning_fabric.connector._PRECISION_INPUT).

@@ -50,6 +50,7 @@ from cola_bert.agreement import (
     DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE, agreement_sentences, check_agreement, find_cola_archive,
     max_abs_logit_diff,
 )
+from cola_bert.config import ConfigError, require_number
 from cola_bert.export_formats import (
     JIT_OPTIMIZE, ExportError, ExportVerificationError, LogitsWrapper, example_inputs, load_eager, package_version,
     quantize_onnx, quiet, write_onnx, write_onnx_fusable, write_torch_export, write_torchscript,
@@ -494,18 +495,13 @@ def run(cfg: Any) -> Path:
                 "[format=torchscript|torch_export|onnx] [quantize=int8]"
             )
     def number(key: str, kind: type, example: str, as_list: bool = False) -> Any:
-        """cfg[key] as `kind` (`as_list`: a list of them; one value counts as a list of one). A value of another
-        type is an ExportError that says what to give, not a traceback from int()/float()."""
+        """cfg[key] as `kind` (`as_list`: a list of them; one value counts as a list of one)."""
         value = cfg.get(key)
-        values = list(value) if OmegaConf.is_list(value) else [value]
-        what = "an integer" if kind is int else "a number"
-        shape = f"a list of {what.split(' ', 1)[1]}s" if as_list else what
-        if (OmegaConf.is_list(value) and not as_list) or not values:
-            raise ExportError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
-        for item in values:
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or (kind is int and item != int(item)):
-                raise ExportError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
-        converted = [kind(item) for item in values]
+        try:
+            require_number(key, value, example, integer=kind is int, as_list=as_list)
+        except ConfigError as err:
+            raise ExportError(str(err)) from None
+        converted = [kind(item) for item in (value if OmegaConf.is_list(value) else [value])]
         return converted if as_list else converted[0]
 
     data = cfg.get("data") or {}
