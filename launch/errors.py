@@ -119,38 +119,34 @@ def to_launch_error(err: BaseException, what: str | None = None) -> LaunchError 
     from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions as bx
 
+    text, where = " ".join(str(err).split()), _while(what)
+    if isinstance(err, bx.ClientError):
+        return _client_error(err, what)
     if isinstance(err, bx.NoRegionError):
         return LaunchError(NO_REGION_MESSAGE)
     if isinstance(err, bx.ProfileNotFound):
-        return LaunchError(f"AWS profile not found: {err}. Check AWS_PROFILE / aws.profile. {CREDENTIALS_HELP}")
+        return LaunchError(f"AWS profile not found: {text}. Check AWS_PROFILE / aws.profile. {CREDENTIALS_HELP}")
     if isinstance(err, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return LaunchError(f"No usable AWS credentials were found{_while(what)} ({err}). {CREDENTIALS_HELP}")
-    if isinstance(err, (bx.CredentialRetrievalError, bx.TokenRetrievalError, bx.SSOError, bx.SSOTokenLoadError,
-                        bx.UnauthorizedSSOTokenError, bx.NoAuthTokenError)):  # fmt: skip
-        return LaunchError(f"Your AWS credentials could not be loaded or have expired{_while(what)} ({err}). "
+        return LaunchError(f"No usable AWS credentials were found{where} ({text}). {CREDENTIALS_HELP}")
+    if isinstance(err, (bx.CredentialRetrievalError, bx.TokenRetrievalError, bx.SSOError, bx.NoAuthTokenError)):
+        return LaunchError(f"Your AWS credentials could not be loaded or have expired{where} ({text}). "
                            f"{CREDENTIALS_HELP}")  # fmt: skip
-    if isinstance(err, bx.ClientError):
-        return _client_error(err, what)
     if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
                         bx.ConnectionClosedError)):  # fmt: skip
-        endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        via = f" (AWS_ENDPOINT_URL={endpoint})" if endpoint else ""
-        return LaunchError(f"Could not reach AWS{via}{_while(what)}: {err}. Check the network or proxy, the region "
-                           "and AWS_ENDPOINT_URL.")  # fmt: skip
-    if isinstance(err, bx.ParamValidationError):
-        return LaunchError(f"Invalid AWS request parameters{_while(what)}: {err}")
-    if isinstance(err, bx.BotoCoreError):
-        return LaunchError(f"AWS SDK error{_while(what)}: {err}")
+        via = f" (AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']})" if os.environ.get("AWS_ENDPOINT_URL") else ""
+        return LaunchError(f"Could not reach AWS{via}{where}: {text}. Check the network or proxy, the region and "
+                           "AWS_ENDPOINT_URL.")  # fmt: skip
+    if isinstance(err, bx.BotoCoreError):  # ParamValidationError included
+        return LaunchError(f"AWS SDK error{where}: {text}")
     if isinstance(err, S3UploadFailedError):
-        text = str(err)
-        if "AccessDenied" in text or "403" in text:
-            return LaunchError(f"Access to S3 was denied{_while(what)}: {text}. {S3_HELP}")
-        return LaunchError(f"Upload to S3 failed{_while(what)}: {text}")
+        denied = "AccessDenied" in text or "403" in text
+        return LaunchError(f"Access to S3 was denied{where}: {text}. {S3_HELP}" if denied else
+                           f"Upload to S3 failed{where}: {text}")  # fmt: skip
     smx = sys.modules.get("sagemaker.exceptions")  # imported already by whatever raised one of its errors
     if smx is not None and isinstance(err, smx.UnexpectedStatusException):
-        return JobFailed(f"SageMaker reported a failure{_while(what)}: {' '.join(str(err).split())}")
+        return JobFailed(f"SageMaker reported a failure{where}: {text}")
     if isinstance(err, ValueError) and _raised_by_sagemaker(err):
-        return LaunchError(f"The SageMaker SDK rejected the settings{_while(what)}: {' '.join(str(err).split())}")
+        return LaunchError(f"The SageMaker SDK rejected the settings{where}: {text}")
     return None
 
 

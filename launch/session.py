@@ -50,17 +50,12 @@ def opt(node: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-@functools.cache
-def quiet_sagemaker_sdk() -> None:
-    """Silence what SDK v2 prints that a user of these launchers cannot act on. Call before importing it."""
+def import_sagemaker():
+    """The SDK, without what v2 prints that a user of these launchers cannot act on."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # "v2 is on the path of deprecation": we pin v2
     for name in ("sagemaker.config", "botocore", "boto3", "s3transfer"):
         if logging.getLogger(name).level < logging.WARNING:  # NOTSET included
             logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def import_sagemaker():
-    quiet_sagemaker_sdk()
     try:
         import sagemaker
     except ImportError as err:
@@ -220,10 +215,6 @@ class AwsContext:
 
     def client(self, service_name: str):
         return self.boto_session.client(service_name)
-
-    @property
-    def endpoint_url(self) -> str:
-        return self.client("sagemaker").meta.endpoint_url
 
     def describe(self) -> dict[str, str]:
         """What a run uses, for plans and dry runs, resolved without any AWS call."""

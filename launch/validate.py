@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import regex
+
 from launch.errors import ROLE_HINT, LaunchError
 
 # Where each operation takes its instance type.
@@ -115,17 +117,6 @@ def resource_name(value: str, setting: str, operation: str = "CreateTrainingJob"
     return value
 
 
-def _fullmatch(pattern: str, text: str) -> bool:
-    try:  # the service model's patterns use \p{L}-style classes, which only the `regex` package reads
-        import regex
-    except ImportError:  # pragma: no cover (a dependency of transformers)
-        try:
-            return re.fullmatch(pattern, text) is not None
-        except re.error:
-            return True  # left to SageMaker
-    return regex.fullmatch(pattern, text) is not None
-
-
 def _span(low: Any, high: Any, unit: str) -> str:
     if low is not None and high is not None:
         return f"from {low} to {high}{unit}"
@@ -149,7 +140,7 @@ def _problem(value: Any, shape: Any) -> str | None:
             return "must be a string"
         if (low is not None and len(value) < low) or (high is not None and len(value) > high):
             return f"must have {_span(low, high, ' characters')}"
-        if meta.get("pattern") and not _fullmatch(meta["pattern"], value):
+        if meta.get("pattern") and not regex.fullmatch(meta["pattern"], value):  # \p{L}: `regex`, not `re`
             return f"must match the pattern {meta['pattern']}"
     elif kind in ("list", "map"):
         is_list = kind == "list"

@@ -73,7 +73,7 @@ def test_every_client_and_the_account_bucket_lookups_use_aws_endpoint_url(moto_e
     assert sm.boto_region_name == REGION
     for client in (sm.sagemaker_client, sm.sagemaker_runtime_client, sm.s3_client, ctx.client("sts")):
         assert client.meta.endpoint_url == moto_env
-    assert ctx.endpoint_url == moto_env
+    assert ctx.client("sagemaker").meta.endpoint_url == moto_env
     assert api_calls == []  # building the context asks AWS nothing
     # The account and the default bucket are looked up with our own clients (the SDK's own lookups would go to a
     # hard-coded public STS endpoint), then handed to the SDK Session, which creates the bucket.
@@ -87,7 +87,7 @@ def test_every_client_and_the_account_bucket_lookups_use_aws_endpoint_url(moto_e
 def test_default_endpoints_without_aws_endpoint_url(clean_env, monkeypatch):
     monkeypatch.setenv("AWS_REGION", REGION)
     ctx = session.AwsContext({})
-    assert ctx.endpoint_url == "https://api.sagemaker.us-east-1.amazonaws.com"
+    assert ctx.client("sagemaker").meta.endpoint_url == "https://api.sagemaker.us-east-1.amazonaws.com"
     assert ctx.client("sts").meta.endpoint_url.startswith("https://sts.")
 
 
