@@ -36,7 +36,7 @@ from launch import channels, console, estimator, source_dir, validate
 from launch.errors import LaunchError, aws_errors, exit_on_error
 from launch.estimator import logs_setting, metric_definitions, sent_hyperparameters
 from launch.overrides import SplitOverrides, refuse_before_hydra, split_overrides
-from launch.session import AwsContext, import_sagemaker, opt, quiet_sagemaker_sdk
+from launch.session import AwsContext, import_sagemaker, opt
 
 CONF_DIR = str(conf_dir())
 JOB_RECORD = "sagemaker_job.json"
@@ -140,7 +140,7 @@ def prepare_job(
     """Check everything, prepare the channel files and the source_dir, build the estimator. Dry runs make no AWS
     call; otherwise the role and bucket are looked up last (STS/IAM/S3 reads, default bucket creation).
     `static_exclude`: hyperparameters left out (a tuner sets them)."""
-    quiet_sagemaker_sdk()
+    import_sagemaker()
     validate.flags(cfg, ("dry_run",))
     validate.flags(cfg.sagemaker, ("wait",), "sagemaker.")
     sm_cfg, dry = cfg.sagemaker, bool(cfg.get("dry_run", False))
