@@ -78,9 +78,29 @@ def _hydra_run_info(cfg: DictConfig) -> tuple[dict[str, str], str | None]:
     return tags, f"{task}/{Path(hc.runtime.output_dir).name}"
 
 
+def _check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
+    """An http(s) tracking server that does not answer is reported within `timeout` seconds instead of after
+    MLflow's own retries (about 4 minutes). Any HTTP answer (even 401/404 from a proxy) counts: MLflow explains it."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise MlflowException(f"no answer from {tracking_uri} within {timeout:g} s ({reason})") from None
+
+
 def _ensure_experiment(node: DictConfig) -> None:
     from mlflow.tracking import MlflowClient
 
+    _check_reachable(str(node.tracking_uri))
     client = MlflowClient(node.tracking_uri)
     experiment = client.get_experiment_by_name(node.experiment_name)
     if experiment is not None and experiment.lifecycle_stage != "deleted":
