@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from cola_bert.config import conf_dir
 from launch import console, images, model_artifact, validate
 from launch.console import info
+from launch.deploy import delete_command
 from launch.errors import LaunchError, aws_errors, exit_on_error, lookup
 from launch.session import AwsContext, import_sagemaker, opt, parse_s3_object, parse_s3_uri
 
@@ -41,20 +42,20 @@ def check_input_file(path: Path, max_payload_mb: int) -> int:
 
     The handler skips blank lines and also splits at a lone carriage return, which would shift every later answer
     against its input line, so such files are refused with the line numbers."""
+    if not path.is_file():
+        raise LaunchError(f"input={path} does not exist (or is not a file): give a text file, one sentence per line.")
     blank, stray_cr, too_long, count = [], [], [], 0
-    limit = max_payload_mb << 20
     with open(path, "rb") as handle:
         for count, raw in enumerate(handle, start=1):
-            line = raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n")
             try:
-                text = line.decode("utf-8")
+                text = (raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n")).decode("utf-8")
             except UnicodeDecodeError as err:
                 raise LaunchError(f"input={path} is not UTF-8 text (line {count}: {err}). Save it as UTF-8.") from None
             if not text.strip():
                 blank.append(count)
             if "\r" in text:
                 stray_cr.append(count)
-            if len(raw) > limit:
+            if len(raw) > max_payload_mb << 20:
                 too_long.append(count)
     problems = []
     for numbers, what in ((blank, "blank lines"), (stray_cr, "lines with a carriage return inside"),
@@ -83,10 +84,10 @@ def check_settings(cfg: DictConfig) -> None:
     count, payload = opt(cfg, "instance_count"), opt(cfg, "max_payload_mb")
     if not isinstance(count, int) or count < 1:
         raise LaunchError(f"instance_count={count} must be a positive integer.")
-    if opt(cfg, "max_concurrent_transforms") is not None:
-        validate.request_value(opt(cfg, "max_concurrent_transforms"), "max_concurrent_transforms",
-                               "CreateTransformJob", "MaxConcurrentTransforms")
-    concurrent = opt(cfg, "max_concurrent_transforms") or 1
+    concurrent = opt(cfg, "max_concurrent_transforms")
+    if concurrent is not None:
+        validate.request_value(concurrent, "max_concurrent_transforms", "CreateTransformJob", "MaxConcurrentTransforms")
+    concurrent = concurrent or 1
     if not isinstance(payload, int) or payload < 1 or payload * concurrent > MAX_PAYLOAD_MB:
         raise LaunchError(
             f"max_payload_mb={payload} (x max_concurrent_transforms={concurrent}) must be a whole number of MiB from "
@@ -145,8 +146,8 @@ def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Imag
         if (container.get("ModelDataUrl"), container.get("Image")) != (model_data, image.uri):
             raise LaunchError(
                 f"Model {name} exists but serves {container.get('ModelDataUrl')} with {container.get('Image')}, "
-                f"not {model_data} with {image.uri}. Pass another model_name=, or remove it with: python -m "
-                f"launch.deploy action=delete model_name={name}"
+                f"not {model_data} with {image.uri}. Pass another model_name=, or remove it with: "
+                f"{delete_command(ctx, name, 'model_name')}"
             )
         info(f"Re-using model {name} (same archive and image)")
         return False
@@ -158,14 +159,11 @@ def ensure_model(ctx: AwsContext, name: str, model_data: str, image: images.Imag
 
 
 def summarise(out_file: Path, expected_lines: int | None) -> dict[str, Any]:
-    labels: collections.Counter[str] = collections.Counter()
-    count = 0
+    """Print how many answers of each label the job's .out file holds."""
     with open(out_file, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                labels[str(row.get("label_name", row.get("label")))] += 1
-                count += 1
+        rows = (json.loads(line) for line in handle if line.strip())
+        labels = collections.Counter(str(row.get("label_name", row.get("label"))) for row in rows)
+    count = labels.total()
     console.out.print(f"[bold]{out_file}[/]: {count} predictions")
     for label, n in labels.most_common():
         info(f"  {label}: {n} ({n / max(count, 1):.1%})")
@@ -179,8 +177,6 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     source, data = str(cfg.model_data), str(cfg.input)
     artifact = None if source.startswith("s3://") else model_artifact.inspect_local(source)
     local_input = None if data.startswith("s3://") else Path(data).expanduser()
-    if local_input is not None and not local_input.is_file():
-        raise LaunchError(f"input={data} does not exist (or is not a file): give a text file, one sentence per line.")
     lines = check_input_file(local_input, int(cfg.max_payload_mb)) if local_input else None
     ctx = AwsContext(cfg.aws)
     image = images.choose(ctx.region, str(cfg.instance_type), **{k: opt(cfg, k) for k in images.PINS})
@@ -205,17 +201,14 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     if cfg.dry_run:
         return {"dry_run": True, "rows": rows, "job_name": job}
     _ = ctx.role  # resolved (or refused) before anything is uploaded or created
-    if artifact is None:
-        artifact, model_data = model_artifact.inspect_s3(ctx, source), source
-    else:
-        model_data = model_artifact.upload_once(ctx, artifact)
-    model_name = model_name_for(cfg, str(artifact.digest), image, env)
-    created = ensure_model(ctx, model_name, model_data, image, env)
-    input_uri = ctx.s3_uri(*staged) if local_input else data
+    artifact = artifact or model_artifact.inspect_s3(ctx, source)
+    model_name = model_name_for(cfg, artifact.digest, image, env)
+    created = ensure_model(ctx, model_name, model_artifact.upload_once(ctx, artifact), image, env)
     if local_input:
+        input_uri = ctx.s3_uri(*staged)
         ctx.upload(local_input, input_uri, str(local_input), announce=True)
     else:
-        input_name = s3_input_name(ctx, data)
+        input_uri, input_name = data, s3_input_name(ctx, data)
         output_file = f"{output}/{input_name or '<input file>'}.out"
     from sagemaker.transformer import Transformer
 

@@ -14,7 +14,7 @@ runs the archive's own code/inference.py (SAGEMAKER_PROGRAM, no entry_point), so
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,90 +44,55 @@ EI_REFUSAL = (
 )
 
 
-def endpoint_name(value: str, setting: str) -> str:
-    return validate.resource_name(value, setting, "CreateEndpoint", "EndpointName")
+def delete_command(ctx: AwsContext, name: str, key: str = "endpoint_name") -> str:
+    """The command that removes an endpoint with its config and models, or (`key="model_name"`) one model."""
+    return f"python -m launch.deploy action=delete {key}={name} aws.region={ctx.region}"
 
 
 @dataclass
 class Plan:
-    """Everything about a deployment decided before any AWS call."""
+    """What a deploy creates, decided before any AWS call."""
 
     endpoint_name: str
     image: images.Image
     env: dict[str, str]
-    source_kind: str  # local | s3 | training_job
-    source: str
     instance_type: str | None  # None: serverless
-    instance_count: int | None
-    serverless: dict[str, int] | None
-    workers: int | None
-    artifact: Artifact | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def set_artifact(self, artifact: Artifact | None) -> None:
-        self.artifact = artifact
-        note = images.compatibility_note(artifact.manifest, self.image.framework_version) if artifact else None
-        self.notes += [note] if note else []
-
-    def rows(self, cfg: DictConfig, ctx: AwsContext) -> dict[str, Any]:
-        rows: dict[str, Any] = {
-            "endpoint": self.endpoint_name,
-            "endpoint config, model": f"{self.endpoint_name} (same name)",
-            "image": f"{self.image.uri} ({self.image.reason})",
-            "model source": f"{self.source_kind}: {self.source}",
-        }
-        if self.artifact:
-            rows["archive"] = self.artifact.summary()
-            if self.artifact.local:
-                uri = model_artifact.upload_uri(ctx, self.artifact, planned=True)
-                rows["model data"] = f"{uri} (uploaded once per sha256)"
-        if self.serverless:
-            rows["serverless"] = self.serverless
-        else:
-            rows["instances"] = f"{self.instance_count} x {self.instance_type}"
-        smoke = cfg.get("smoke_test") or {}
-        rows |= {"environment": self.env, **ctx.describe(), "wait": bool(cfg.get("wait", True)),
-                 "smoke test": list(smoke.get("sentences") or []) if smoke.get("enabled", True) else "off"}  # fmt: skip
-        if self.notes:
-            rows["notes"] = " ".join(self.notes)
-        return rows
+    artifact: Artifact | None  # None: a training job's (exported at run time) or an unread s3:// one (dry run)
 
 
-def check_settings(cfg: DictConfig) -> tuple[str, str]:
-    """The deploy node and names checked locally (aws.* by AwsContext); returns (source kind, source)."""
-    d = cfg.deploy
-    if opt(d, "mode") == "elastic_inference" or opt(d, "accelerator_type"):
+def check_settings(cfg: DictConfig) -> None:
+    """The deploy node and names checked locally (aws.* by AwsContext, a local archive by model_artifact)."""
+    d, mode, smoke = cfg.deploy, opt(cfg.deploy, "mode"), cfg.get("smoke_test") or {}
+    if mode == "elastic_inference" or opt(d, "accelerator_type"):
         raise LaunchError(EI_REFUSAL)  # before anything else
     validate.flags(cfg, ("wait", "dry_run"))
-    validate.flags(cfg.get("smoke_test") or {}, ("enabled",), "smoke_test.")
-    sentences = (cfg.get("smoke_test") or {}).get("sentences")
+    validate.flags(smoke, ("enabled",), "smoke_test.")
+    sentences = smoke.get("sentences")
     if sentences is not None and (isinstance(sentences, str) or not all(isinstance(x, str) for x in sentences)):
         raise LaunchError(f"smoke_test.sentences={validate.console_value(sentences)} must be a list of sentences, "
                           "e.g. 'smoke_test.sentences=[\"The cat sat on the mat.\"]'.")  # fmt: skip
-    mode = opt(d, "mode")
-    if mode not in ("realtime", "serverless"):
-        raise LaunchError(f"deploy.mode={mode!r} is not realtime or serverless; choose deploy=cpu|gpu|serverless.")
     if mode == "serverless":
-        if opt(d, "memory_size_in_mb") not in SERVERLESS_MEMORY_MB:
+        if opt(d, "memory_size_in_mb") not in SERVERLESS_MEMORY_MB:  # the service model has only 1024..6144
             raise LaunchError(
                 f"deploy.memory_size_in_mb={opt(d, 'memory_size_in_mb')} is not a serverless memory size; use one "
                 f"of {', '.join(map(str, SERVERLESS_MEMORY_MB))}."
             )
         validate.request_value(opt(d, "max_concurrency"), "deploy.max_concurrency", "CreateEndpointConfig",
                                "ProductionVariants.ServerlessConfig.MaxConcurrency")
-    else:
+    elif mode == "realtime":
         validate.instance_type(str(opt(d, "instance_type")), "CreateEndpointConfig", setting="deploy.instance_type")
         validate.request_value(opt(d, "initial_instance_count"), "deploy.initial_instance_count",
                                "CreateEndpointConfig", "ProductionVariants.InitialInstanceCount")
+    else:
+        raise LaunchError(f"deploy.mode={mode!r} is not realtime or serverless; choose deploy=cpu|gpu|serverless.")
     workers = opt(d, "model_server_workers")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise LaunchError(f"deploy.model_server_workers={workers} must be a whole number of at least 1 (TorchServe "
                           "workers per instance), or null for one per vCPU.")  # fmt: skip
-    if opt(cfg, "endpoint_name"):
-        endpoint_name(str(cfg.endpoint_name), "endpoint_name")
-    if opt(cfg, "training_job"):
-        validate.resource_name(str(cfg.training_job), "training_job")
-    endpoint_name(str(opt(d, "base_name") or "cola-bert"), "deploy.base_name")
+    names = {"endpoint_name": opt(cfg, "endpoint_name"), "deploy.base_name": opt(d, "base_name") or "cola-bert"}
+    for setting, name in names.items():
+        if name:
+            validate.resource_name(str(name), setting, "CreateEndpoint", "EndpointName")
     model_data, job = opt(cfg, "model_data"), opt(cfg, "training_job")
     if bool(model_data) == bool(job):
         raise LaunchError(
@@ -135,51 +100,30 @@ def check_settings(cfg: DictConfig) -> tuple[str, str]:
             "`python -m cola_bert.export`) or training_job=<SageMaker training job name>."
         )
     if job:
-        return "training_job", str(job)
-    if str(model_data).startswith("s3://"):
+        validate.resource_name(str(job), "training_job")
+    elif str(model_data).startswith("s3://"):
         parse_s3_object(str(model_data), "model_data")
-        return "s3", str(model_data)
-    return "local", str(model_data)
 
 
-def make_plan(cfg: DictConfig, ctx: AwsContext, kind: str, source: str) -> Plan:
-    d = cfg.deploy
-    instance_type = None if opt(d, "mode") == "serverless" else str(opt(d, "instance_type"))
-    image = images.choose(ctx.region, instance_type, **{k: opt(d, k) for k in images.PINS}, setting="deploy.")
-    name = opt(cfg, "endpoint_name") or import_sagemaker().utils.name_from_base(
-        str(opt(d, "base_name") or "cola-bert"), max_length=63)  # fmt: skip
-    workers = opt(d, "model_server_workers")
-    serverless = {"MemorySizeInMB": opt(d, "memory_size_in_mb"), "MaxConcurrency": opt(d, "max_concurrency")}
-    plan = Plan(
-        str(name), image, images.serving_env(d, setting="deploy.env"), kind, source, instance_type,
-        None if instance_type is None else int(opt(d, "initial_instance_count")),
-        None if instance_type else serverless,
-        int(workers) if workers else None,
-    )
-    plan.set_artifact(model_artifact.inspect_local(source) if kind == "local" else None)
-    return plan
-
-
-def deploy_model(ctx: AwsContext, plan: Plan, model_data: str, *, wait: bool) -> None:
-    model = images.pytorch_model(ctx, plan.image, model_data, plan.endpoint_name, plan.env, plan.workers)
-    kwargs: dict[str, Any] = {"endpoint_name": plan.endpoint_name, "wait": wait}
-    if plan.serverless:
+def deploy_model(ctx: AwsContext, d: DictConfig, plan: Plan, model_data: str, *, wait: bool) -> None:
+    name = plan.endpoint_name
+    model = images.pytorch_model(ctx, plan.image, model_data, name, plan.env, opt(d, "model_server_workers"))
+    if plan.instance_type:
+        capacity = {"instance_type": plan.instance_type, "initial_instance_count": int(d.initial_instance_count)}
+    else:
         from sagemaker.serverless import ServerlessInferenceConfig
 
-        kwargs["serverless_inference_config"] = ServerlessInferenceConfig(
-            memory_size_in_mb=plan.serverless["MemorySizeInMB"], max_concurrency=plan.serverless["MaxConcurrency"])
-    else:
-        kwargs.update(instance_type=plan.instance_type, initial_instance_count=plan.instance_count)
-    info(f"Creating model, endpoint config and endpoint {plan.endpoint_name}" + (" (waiting)" if wait else ""))
-    hint = (f" Container logs: CloudWatch log group /aws/sagemaker/Endpoints/{plan.endpoint_name}. Remove what was "
-            f"created with: python -m launch.deploy action=delete endpoint_name={plan.endpoint_name} "
-            f"aws.region={ctx.region}")  # fmt: skip
+        capacity = {"serverless_inference_config": ServerlessInferenceConfig(
+            memory_size_in_mb=int(d.memory_size_in_mb), max_concurrency=int(d.max_concurrency))}  # fmt: skip
+    info(f"Creating model, endpoint config and endpoint {name}" + (" (waiting)" if wait else ""))
+    hint = (f" Container logs: CloudWatch log group /aws/sagemaker/Endpoints/{name}. Remove what was created with: "
+            f"{delete_command(ctx, name)}")  # fmt: skip
     try:
-        with console.sdk_waiter(wait), aws_errors(f"deploying endpoint {plan.endpoint_name}", hint):
-            model.deploy(**kwargs)
+        with console.sdk_waiter(wait), aws_errors(f"deploying endpoint {name}", hint):
+            model.deploy(endpoint_name=name, wait=wait, **capacity)
     except KeyboardInterrupt:
-        raise Interrupted(f"Interrupted: SageMaker goes on creating endpoint {plan.endpoint_name}, which bills until "
-                          f"deleted.{hint}") from None  # fmt: skip
+        raise Interrupted(f"Interrupted: SageMaker goes on creating endpoint {name}, which bills until deleted."
+                          f"{hint}") from None  # fmt: skip
 
 
 def refuse_taken_name(ctx: AwsContext, name: str) -> None:
@@ -193,8 +137,8 @@ def refuse_taken_name(ctx: AwsContext, name: str) -> None:
     if taken:
         raise LaunchError(
             f"A SageMaker {' and '.join(taken)} named {name} already exists in {ctx.region}. Pick another "
-            "endpoint_name= (or leave it unset for a new timestamped name); to replace it, delete it first: python "
-            f"-m launch.deploy action=delete endpoint_name={name} aws.region={ctx.region}"
+            "endpoint_name= (or leave it unset for a new timestamped name); to replace it, delete it first: "
+            f"{delete_command(ctx, name)}"
         )
 
 
@@ -211,8 +155,7 @@ def smoke_test(ctx: AwsContext, name: str, sentences: list[str], request_key: st
     try:
         with aws_errors(f"invoking endpoint {name}"):
             answer = predictor.predict({request_key: sentences})
-        one_per_sentence = isinstance(answer, list) and len(answer) == len(sentences)
-        if not one_per_sentence or not all(isinstance(a, dict) for a in answer):
+        if not (isinstance(answer, list) and len(answer) == len(sentences) and all(isinstance(a, dict) for a in answer)):
             detail = f"expected one JSON object per sentence, got {str(answer)[:300]}."
     except LaunchError as err:
         detail = str(err)
@@ -221,8 +164,8 @@ def smoke_test(ctx: AwsContext, name: str, sentences: list[str], request_key: st
     if detail:
         raise LaunchError(
             f"The endpoint {name} is InService but the test request failed: {detail} Container logs: CloudWatch log "
-            f"group /aws/sagemaker/Endpoints/{name}. It keeps running (and billing) until you delete it: python -m "
-            f"launch.deploy action=delete endpoint_name={name}"
+            f"group /aws/sagemaker/Endpoints/{name}. It keeps running (and billing) until you delete it: "
+            f"{delete_command(ctx, name)}"
         )
     console.out.print("[bold]Test request[/]")
     for sentence, row in zip(sentences, answer):
@@ -267,39 +210,57 @@ def delete(ctx: AwsContext, endpoint: str | None, model_name: str | None) -> dic
 
 
 def run_deploy(cfg: DictConfig) -> dict[str, Any]:
-    kind, source = check_settings(cfg)
-    dry, wait = bool(cfg.get("dry_run")), bool(cfg.get("wait", True))
+    check_settings(cfg)
+    d, dry, wait, smoke = cfg.deploy, bool(cfg.get("dry_run")), bool(cfg.get("wait", True)), cfg.get("smoke_test") or {}
+    source = str(opt(cfg, "model_data") or cfg.training_job)
+    kind = "training_job" if opt(cfg, "training_job") else "s3" if source.startswith("s3://") else "local"
     ctx = AwsContext(cfg.aws)  # no AWS call
-    plan = make_plan(cfg, ctx, kind, source)
-    if kind == "s3":
-        if dry:
-            plan.notes.append("The s3:// archive's manifest.json is read at run time (an AWS call).")
-        else:
-            plan.set_artifact(model_artifact.inspect_s3(ctx, source))
-    result: dict[str, Any] = {"plan": plan, "dry_run": dry, "rows": plan.rows(cfg, ctx)}
-    console.plan(f"Deploy {plan.endpoint_name}", result["rows"], dry_run=dry)
+    instance_type = None if d.mode == "serverless" else str(d.instance_type)
+    image = images.choose(ctx.region, instance_type, **{k: opt(d, k) for k in images.PINS}, setting="deploy.")
+    name = str(opt(cfg, "endpoint_name") or import_sagemaker().utils.name_from_base(
+        str(opt(d, "base_name") or "cola-bert"), max_length=63))  # fmt: skip
+    env = images.serving_env(d, setting="deploy.env")
+    art = model_artifact.inspect_local(source) if kind == "local" else None
+    if kind == "s3" and not dry:
+        art = model_artifact.inspect_s3(ctx, source)
+    rows: dict[str, Any] = {"endpoint": name, "endpoint config, model": f"{name} (same name)",
+                            "image": f"{image.uri} ({image.reason})", "model source": f"{kind}: {source}"}  # fmt: skip
+    if art:
+        rows["archive"] = {k: art.manifest.get(k) for k in ("format", "torch_version", "max_length", "label_names")}
+    if art and art.local:
+        rows["model data"] = f"{model_artifact.upload_uri(ctx, art, planned=True)} (uploaded once per sha256)"
+    if instance_type:
+        rows["instances"] = f"{d.initial_instance_count} x {instance_type}"
+    else:
+        rows["serverless"] = {"MemorySizeInMB": d.memory_size_in_mb, "MaxConcurrency": d.max_concurrency}
+    rows |= {"environment": env, **ctx.describe(), "wait": wait,
+             "smoke test": list(smoke.get("sentences") or []) if smoke.get("enabled", True) else "off"}  # fmt: skip
+    if kind == "s3" and not art:
+        rows["notes"] = "The s3:// archive's manifest.json is read at run time (an AWS call)."
+    elif art and (note := images.compatibility_note(art.manifest, image.framework_version)):
+        rows["notes"] = note
+    plan = Plan(name, image, env, instance_type, art)
+    console.plan(f"Deploy {name}", rows, dry_run=dry)
+    result: dict[str, Any] = {"plan": plan, "dry_run": dry, "rows": rows}
     if dry:
         return result
     _ = ctx.role  # resolved (or refused) before anything is uploaded or created
-    refuse_taken_name(ctx, plan.endpoint_name)
+    refuse_taken_name(ctx, name)
     with tempfile.TemporaryDirectory(prefix="cola-deploy-") as tmp:
         if kind == "training_job":
-            plan.set_artifact(model_artifact.export_training_job(ctx, source, Path(tmp)))
-        art = plan.artifact
-        model_data = model_artifact.upload_once(ctx, art) if art and art.local else source
-        deploy_model(ctx, plan, model_data, wait=wait)
-    result.update(endpoint_name=plan.endpoint_name, image_uri=plan.image.uri, model_data=model_data)
-    console.out.print(f"[bold green]Endpoint {plan.endpoint_name}[/] {'is InService' if wait else 'is being created'}.")
-    smoke = cfg.get("smoke_test") or {}
+            plan.artifact = model_artifact.export_training_job(ctx, source, Path(tmp))
+        model_data = model_artifact.upload_once(ctx, plan.artifact)
+        deploy_model(ctx, d, plan, model_data, wait=wait)
+    result.update(endpoint_name=name, image_uri=image.uri, model_data=model_data)
+    console.out.print(f"[bold green]Endpoint {name}[/] {'is InService' if wait else 'is being created'}.")
     if wait and smoke.get("enabled", True) and smoke.get("sentences"):
         sentences = [str(s) for s in smoke.sentences]
-        result["predictions"] = smoke_test(ctx, plan.endpoint_name, sentences, str(smoke.get("request_key")))
+        result["predictions"] = smoke_test(ctx, name, sentences, str(smoke.get("request_key")))
     elif not wait:
-        info(f"Status: aws sagemaker describe-endpoint --endpoint-name {plan.endpoint_name} --region {ctx.region}")
-    billed = "per request (nothing while idle)" if plan.serverless else (
-        f"per hour for {plan.instance_count} x {plan.instance_type} until deleted")  # fmt: skip
-    info(f"The endpoint is billed {billed}. Delete it with: python -m launch.deploy action=delete "
-         f"endpoint_name={plan.endpoint_name} aws.region={ctx.region}")  # fmt: skip
+        info(f"Status: aws sagemaker describe-endpoint --endpoint-name {name} --region {ctx.region}")
+    billed = f"per hour for {d.initial_instance_count} x {instance_type} until deleted" if instance_type else \
+        "per request (nothing while idle)"  # fmt: skip
+    info(f"The endpoint is billed {billed}. Delete it with: {delete_command(ctx, name)}")
     return result
 
 
@@ -308,7 +269,7 @@ def run_delete(cfg: DictConfig) -> dict[str, Any]:
     if not endpoint and not model:
         raise LaunchError("action=delete needs endpoint_name=<name> or model_name=<name> (aws sagemaker list-*).")
     if endpoint:
-        endpoint_name(str(endpoint), "endpoint_name")
+        validate.resource_name(str(endpoint), "endpoint_name", "CreateEndpoint", "EndpointName")
     if model:
         validate.resource_name(str(model), "model_name", "CreateModel", "ModelName")
     ctx = AwsContext(cfg.aws)

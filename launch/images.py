@@ -1,4 +1,5 @@
-"""Which SageMaker PyTorch serving image runs an exported archive (shared by `launch.deploy` and `launch.batch`).
+"""Which SageMaker PyTorch serving image runs an exported archive, and the Model that serves it (for `launch.deploy`
+and `launch.batch`).
 
 The image is the SDK's own (`sagemaker.image_uris.retrieve`) for the `framework_version` and `py_version` pinned in
 the config: torch 2.6 + Python 3.12, the newest PyTorch inference image in SDK v2 and the one the handler
@@ -11,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+from packaging.version import InvalidVersion, Version
+
+from launch import validate
 from launch.errors import LaunchError
 from launch.session import import_sagemaker
 
@@ -31,16 +36,6 @@ class Image:
     framework_version: str | None  # None with a custom image_uri
     py_version: str | None
     reason: str
-
-
-def _release(version: str) -> tuple[int, ...] | None:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        release = Version(str(version)).release  # "2.13.0+cpu" -> (2, 13, 0)
-    except InvalidVersion:
-        return None
-    return tuple(release) + (0,) * (3 - len(release))
 
 
 def choose(region: str, instance_type: str | None, *, framework_version: str | None = None,
@@ -73,12 +68,8 @@ def choose(region: str, instance_type: str | None, *, framework_version: str | N
 
 
 def serving_env(node: Any, *, setting: str = "env") -> dict[str, str]:
-    """`node.env` as the container's environment: plain values only, checked against CreateModel's Environment in
-    botocore's service model (names, lengths). `setting`: the config key, for messages."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from launch import validate
-
+    """`node.env` as the container's environment, checked against CreateModel's Environment in botocore's service
+    model (names, lengths). `setting`: the config key, for messages."""
     raw = OmegaConf.to_container(node.env, resolve=True) if isinstance(node.get("env"), DictConfig) else {}
     nested = [k for k, v in (raw or {}).items() if isinstance(v, (dict, list))]
     if nested:
@@ -101,18 +92,20 @@ def pytorch_model(ctx: Any, image: Image, model_data: str, name: str, env: dict[
                         code_location=model_data.rsplit("/", 1)[0])  # fmt: skip
 
 
-def compatibility_note(manifest: dict | None, framework_version: str) -> str | None:
+def compatibility_note(manifest: dict | None, framework_version: str | None) -> str | None:
     """A line for the plan when the archive was exported with a newer torch than the container's: what is verified."""
     manifest = manifest or {}
-    exported, container = _release(manifest.get("torch_version") or ""), _release(framework_version)
-    if not exported or not container or exported <= container:
+    try:  # by release: "2.6.0+cpu" is not newer than "2.6", "2.6.0" or "2.6.0+cu124"
+        exported, container = (Version(str(v)) for v in (manifest.get("torch_version"), framework_version))
+    except InvalidVersion:
         return None
-    fmt = str(manifest.get("format") or "torchscript")
-    verified = VERIFIED_OLDER_TORCH.get(fmt)
-    if verified:
-        return f"exported with torch {manifest['torch_version']}, container torch {framework_version}: {verified}."
+    if (exported.major, exported.minor, exported.micro) <= (container.major, container.minor, container.micro):
+        return None
+    fmt, torch = str(manifest.get("format") or "torchscript"), manifest["torch_version"]
+    if fmt in VERIFIED_OLDER_TORCH:
+        return f"exported with torch {torch}, container torch {framework_version}: {VERIFIED_OLDER_TORCH[fmt]}."
     return (
-        f"exported as {fmt} with torch {manifest['torch_version']}, container torch {framework_version}: loading "
-        f"{fmt} files in an older torch is not verified. Export with format=torchscript or format=onnx, or pass an "
-        "image with a newer torch (deploy.image_uri=<ECR URI>)."
+        f"exported as {fmt} with torch {torch}, container torch {framework_version}: loading {fmt} files in an older "
+        "torch is not verified. Export with format=torchscript or format=onnx, or pass an image with a newer torch "
+        "(deploy.image_uri=<ECR URI>)."
     )
