@@ -14,6 +14,7 @@ the same for any artifact URI.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,10 +39,8 @@ def download_model(ctx: AwsContext, model_data: str, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="cola-bert-attach-") as tmp:
         model = safe_extract(ctx.download(model_data, Path(tmp) / "model"), Path(tmp) / "unpacked")
         if model_data.endswith("/model.tar.gz"):
-            try:
+            with contextlib.suppress(NotFound):  # a job that wrote no plots/ or csv/
                 safe_extract(ctx.download(model_data[: -len("model.tar.gz")] + "output.tar.gz", Path(tmp)), dest)
-            except NotFound:
-                pass
         if (dest / "model").exists():
             shutil.rmtree(dest / "model")
         dest.mkdir(parents=True, exist_ok=True)
@@ -53,11 +52,11 @@ def download_model(ctx: AwsContext, model_data: str, dest: Path) -> Path:
 
 
 def attach(cfg: Any, *, run_dir: Path | None = None) -> dict[str, Any]:
-    name = str(cfg.attach)
+    name, logs = str(cfg.attach), logs_setting((cfg.get("sagemaker") or {}).get("logs", "All"))
     ctx = AwsContext(cfg.aws)
     described = ctx.training_job(name, "or pass aws.region=<region>")
     console.info(f"Training job {name}: {described['TrainingJobStatus']}")
-    described = ctx.follow_training_job(name, logs=logs_setting((cfg.get("sagemaker") or {}).get("logs", "All")) == "All")
+    described = ctx.follow_training_job(name, logs=logs == "All")
     dest = Path(opt(cfg, "attach_dir") or Path(cfg.paths.log_dir) / "sagemaker" / "jobs" / name)
     model_data = described["ModelArtifacts"]["S3ModelArtifacts"]
     console.info(f"Downloading {model_data}")

@@ -14,7 +14,7 @@ uses existing data instead.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class PreparedData:
     files: dict[str, Path]  # channel → local file
     rows: dict[str, int]
     digest: str  # content hash of all channel files (names + bytes)
-    sha256: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str]  # channel → sha256 of its file (kept as S3 object metadata)
 
 
 def prepare(cfg: DictConfig, workdir: Path) -> PreparedData:
@@ -75,14 +75,14 @@ def channel_uris(bucket: str, prefix: str, prepared: PreparedData) -> dict[str, 
     return {channel: s3_uri(bucket, prefix, "data", prepared.digest, channel) + "/" for channel in prepared.files}
 
 
-def upload(ctx: AwsContext, prepared: PreparedData) -> tuple[dict[str, str], dict[str, str]]:
-    """Upload the channel files unless already there. Returns (channel → S3 prefix URI, channel → what happened)."""
+def upload(ctx: AwsContext, prepared: PreparedData) -> dict[str, str]:
+    """Upload the channel files to `channel_uris` unless already there. Returns channel → what happened."""
     uris, actions = channel_uris(ctx.bucket, ctx.prefix, prepared), {}
     for channel, path in prepared.files.items():
         sent = ctx.upload(path, uris[channel] + path.name, f"the {channel} data", sha256=prepared.sha256[channel])
         size_kib = path.stat().st_size / 1024
         actions[channel] = f"uploaded ({size_kib:.0f} KiB)" if sent else "already in S3, not uploaded again"
-    return uris, actions
+    return actions
 
 
 def given_inputs(inputs: Any) -> dict[str, str] | None:

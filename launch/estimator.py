@@ -36,11 +36,15 @@ MANAGED = {
     "recipe_overrides": "recipes are not used",
     "role": "set aws.role=arn:aws:iam::<account>:role/<name>",
     "hyperparameters": _OVERRIDES,
-    "metric_definitions": "they match what the training script prints (launch.train.metric_definitions)",
+    "metric_definitions": "they match what the training script prints (launch.estimator.metric_definitions)",
     "sagemaker_session": "set aws.region / aws.profile / AWS_ENDPOINT_URL",
     "instance_groups": "use instance_type and instance_count",
     "checkpoint_local_path": "sagemaker_entry writes /opt/ml/checkpoints/<job name>/, the directory SageMaker syncs",
+    "disable_profiler": "the launcher turns SageMaker Profiler off (its side jobs only add cost and log noise)",
+    "debugger_hook_config": "the launcher turns SageMaker Debugger off (its side jobs only add cost and log noise)",
 }
+# What the launcher sets for the two keys above.
+FIXED = {"disable_profiler": True, "debugger_hook_config": False}
 # Estimator arguments → where CreateTrainingJob carries them: checked against botocore's service model (type,
 # min/max, pattern) before anything is uploaded.
 REQUEST_MEMBERS = {
@@ -61,13 +65,6 @@ REQUEST_MEMBERS = {
     "tags": "Tags",
     "environment": "Environment",
 }
-NETWORK_ISOLATION_MESSAGE = (
-    "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot pip-install the "
-    "staged requirements.txt ({pins}), so the job would fail at start. Build an image that already has them "
-    "(FROM the SageMaker PyTorch training image, RUN pip install <the pins above>), push it to ECR and pass "
-    "sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>; data and code still reach the job "
-    "through S3 channels."
-)
 
 
 def metric_definitions() -> list[dict[str, str]]:
@@ -143,16 +140,16 @@ def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
     for key, member in REQUEST_MEMBERS.items():
         if settings.get(key) is not None:
             validate.request_value(settings[key], f"sagemaker.{key}", "CreateTrainingJob", member)
-    count = int(settings.get("instance_count", 1))
-    if count < 1:
+    count = settings.get("instance_count", 1)  # a whole number by now
+    if count < 1:  # the service model allows 0 (for instance groups, which the launcher does not use)
         raise LaunchError(f"sagemaker.instance_count={count} must be at least 1.")
     if count > 1 and not settings.get("distribution"):
         raise LaunchError(
             f"sagemaker.instance_count={count} without a distribution would train {count} independent copies. Use "
             "sagemaker=multi_gpu (torch_distributed on GPU instances), or sagemaker.instance_count=1."
         )
-    max_run, max_wait = int(settings.get("max_run", 86400)), settings.get("max_wait")
-    if settings.get("use_spot_instances") and (max_wait is None or int(max_wait) < max_run):
+    max_run, max_wait = settings.get("max_run", 86400), settings.get("max_wait")
+    if settings.get("use_spot_instances") and (max_wait is None or max_wait < max_run):
         raise LaunchError(
             f"Managed spot training needs sagemaker.max_wait >= sagemaker.max_run (max_run={max_run}, "
             f"max_wait={max_wait}): max_wait is the training time plus the time allowed to wait for spot capacity, "
@@ -164,7 +161,13 @@ def check_settings(settings: dict[str, Any], pins: list[str]) -> None:
             "VpcConfig); only one was given."
         )
     if settings.get("enable_network_isolation") and not settings.get("image_uri"):
-        raise LaunchError(NETWORK_ISOLATION_MESSAGE.format(pins=", ".join(pins)))
+        raise LaunchError(
+            "sagemaker.enable_network_isolation=true cuts the training container off the network: it cannot "
+            f"pip-install the staged requirements.txt ({', '.join(pins)}), so the job would fail at start. Build an "
+            "image that already has them (FROM the SageMaker PyTorch training image, RUN pip install <the pins "
+            "above>), push it to ECR and pass sagemaker.image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:"
+            "<tag>; data and code still reach the job through S3 channels."
+        )
 
 
 def logs_setting(value: Any) -> str:
@@ -174,11 +177,13 @@ def logs_setting(value: Any) -> str:
     return text
 
 
-def container_torch_version(framework_version: str) -> str:
-    """`2.8` → `2.8.0` (the SDK's version aliases), exact versions unchanged."""
-    sm = import_sagemaker()
-    aliases = sm.image_uris.config_for_framework("pytorch")["training"].get("version_aliases", {})
-    return aliases.get(str(framework_version), str(framework_version))
+def container_torch_version(settings: dict[str, Any]) -> str | None:
+    """The torch version of the SageMaker training image (`2.8` → `2.8.0`, the SDK's version aliases); None for a
+    custom `image_uri`."""
+    if settings.get("image_uri"):
+        return None
+    sm, version = import_sagemaker(), str(settings["framework_version"])
+    return sm.image_uris.config_for_framework("pytorch")["training"].get("version_aliases", {}).get(version, version)
 
 
 def resolve_image_uri(settings: dict[str, Any], region: str) -> str:
@@ -212,25 +217,30 @@ def build_estimator(kwargs: dict[str, Any]):
     import_sagemaker()
     from sagemaker.pytorch import PyTorch
 
-    try:
-        return PyTorch(**kwargs)
-    except ValueError as err:
-        hint = ""
-        if kwargs.get("distribution"):
-            hint = (" torch_distributed (sagemaker=multi_gpu) needs GPU (ml.p*/ml.g*) or Trainium instances and an "
-                    "exact framework_version from the SDK's list, e.g. sagemaker.framework_version=2.8.0.")  # fmt: skip
-        raise LaunchError(
-            f"The SageMaker SDK rejected the job settings (sagemaker.instance_type={kwargs.get('instance_type')}, "
-            f"instance_count={kwargs.get('instance_count')}, framework_version={kwargs.get('framework_version')}, "
-            f"py_version={kwargs.get('py_version')}, distribution={json.dumps(kwargs.get('distribution'))}): "
-            f"{' '.join(str(err).split())}{hint}"
-        ) from err
+    with aws_errors("checking the training job settings"):
+        try:
+            return PyTorch(**kwargs)
+        except ValueError as err:
+            hint = ""
+            if kwargs.get("distribution"):
+                hint = (" torch_distributed (sagemaker=multi_gpu) needs GPU (ml.p*/ml.g*) or Trainium instances and "
+                        "an exact framework_version from the SDK's list, e.g. sagemaker.framework_version=2.8.0.")
+            raise LaunchError(
+                f"The SageMaker SDK rejected the job settings (sagemaker.instance_type={kwargs.get('instance_type')}, "
+                f"instance_count={kwargs.get('instance_count')}, framework_version={kwargs.get('framework_version')}, "
+                f"py_version={kwargs.get('py_version')}, distribution={json.dumps(kwargs.get('distribution'))}): "
+                f"{' '.join(str(err).split())}{hint}"
+            ) from err
 
 
-def sent_hyperparameters(estimator: Any, job_name: str, code_location: str, region: str) -> dict[str, str]:
+def sent_hyperparameters(estimator: Any, job_name: str, code_location: str, region: str, *, tuned: tuple[str, ...] = (),
+                         objective: str | None = None) -> dict[str, str]:  # fmt: skip
     """The HyperParameters map CreateTrainingJob will carry: the estimator's (JSON-encoded, with the distribution
-    keys) plus the five keys the SDK adds when it stages the code (sagemaker.model's *_PARAM_NAME constants)."""
+    keys) plus the five keys the SDK adds when it stages the code (sagemaker.model's *_PARAM_NAME constants). For a
+    tuning job's trials also the `tuned` keys, the `objective` and the estimator's class and module, which the
+    tuner adds (HyperparameterTuner._prepare_static_hyperparameters)."""
     from sagemaker import model as sm_model
+    from sagemaker.tuner import HyperparameterTuner as Tuner
 
     sent = dict(estimator.hyperparameters())
     sent.update({
@@ -240,4 +250,8 @@ def sent_hyperparameters(estimator: Any, job_name: str, code_location: str, regi
         sm_model.JOB_NAME_PARAM_NAME: json.dumps(job_name),
         sm_model.SAGEMAKER_REGION_PARAM_NAME: json.dumps(region),
     })  # fmt: skip
+    if tuned:
+        sent |= {key: "0" for key in tuned} | {"_tuning_objective_metric": str(objective),
+                 Tuner.SAGEMAKER_ESTIMATOR_CLASS_NAME: json.dumps(type(estimator).__name__),
+                 Tuner.SAGEMAKER_ESTIMATOR_MODULE: json.dumps(estimator.__module__)}  # fmt: skip
     return sent

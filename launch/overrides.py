@@ -27,13 +27,11 @@ LAUNCHER_KEYS = frozenset({
     "dry_run", "attach", "attach_dir", "ckpt_path", "trainer.default_root_dir",
     "data.archive", "data.data_dir", "data.train_file", "data.val_file", "data.test_file", "data.url", "data.sha256",
 })  # fmt: skip
-REFUSED = {
-    "hparams_search": (
-        "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` (SageMaker "
-        "automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m "
-        "key=a,b ...` (one training job per combination)."
-    ),
-}
+HPARAMS_SEARCH_REFUSED = (
+    "hparams_search=... runs Hydra's local Optuna sweeper; on SageMaker use `python -m launch.tune` (SageMaker "
+    "automatic model tuning, ranges in the `tune` config) or a grid with `python -m launch.train -m key=a,b ...` "
+    "(one training job per combination)."
+)
 
 
 @dataclass
@@ -44,9 +42,8 @@ class SplitOverrides:
 
 def refuse(key: str) -> None:
     """LaunchError when `key` (without +/++/~ and @package) belongs to a group that cannot run on SageMaker."""
-    group = key.split(".", 1)[0]
-    if group in REFUSED:
-        raise LaunchError(REFUSED[group])
+    if key.split(".", 1)[0] == "hparams_search":
+        raise LaunchError(HPARAMS_SEARCH_REFUSED)
 
 
 def refuse_before_hydra(argv: Sequence[str]) -> None:
@@ -58,7 +55,8 @@ def refuse_before_hydra(argv: Sequence[str]) -> None:
 
 
 def is_launcher_only(key: str) -> bool:
-    """`key` without its +/++/~ prefix and @package."""
+    """Whether the override key `key` (with or without its +/++/~ prefix and @package) stays on this machine."""
+    key = key.lstrip("+~").split("@", 1)[0]
     return key in LAUNCHER_KEYS or any(key == g or key.startswith((f"{g}.", f"{g}/")) for g in LAUNCHER_GROUPS)
 
 

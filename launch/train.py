@@ -34,15 +34,18 @@ from cola_bert.config import conf_dir
 from cola_bert.sweep import SweepTable, describe_failure
 from launch import channels, console, estimator, source_dir, validate
 from launch.errors import LaunchError, aws_errors, exit_on_error
-from launch.estimator import logs_setting, metric_definitions, sent_hyperparameters
+from launch.estimator import logs_setting, metric_definitions
 from launch.overrides import SplitOverrides, refuse_before_hydra, split_overrides
-from launch.session import AwsContext, import_sagemaker, opt
+from launch.session import AwsContext, import_sagemaker, opt, s3_uri
 
 CONF_DIR = str(conf_dir())
 JOB_RECORD = "sagemaker_job.json"
 JOBS_TABLE = "sagemaker_jobs.csv"
 PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/looked-up-at-launch"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# Estimator arguments with a plan row of their own (the image's versions: its URI).
+OWN_ROWS = ("instance_type", "instance_count", "use_spot_instances", "max_wait", "checkpoint_s3_uri", "output_path",
+            "image_uri", "framework_version", "py_version")  # fmt: skip
 
 # -------------------------------------------------------------------------------------------------------- the job
 
@@ -53,45 +56,38 @@ class PreparedJob:
 
     name: str
     ctx: AwsContext
-    kwargs: dict[str, Any]
+    kwargs: dict[str, Any]  # the estimator's
     estimator: Any
     image_uri: str
     split: SplitOverrides
     pins: list[str]
     prepared: channels.PreparedData | None  # None when sagemaker.inputs gives existing S3 data
-    given_inputs: dict[str, str] | None
+    uris: dict[str, str]  # channel → S3 URI
     wait: bool
     logs: str
     dry: bool
     notes: list[str] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)  # channel → what its upload did
 
-    @property
-    def bucket(self) -> str:
-        return self.ctx.planned_bucket if self.dry else self.ctx.bucket
-
-    def channel_uris(self) -> dict[str, str]:
-        return self.given_inputs or channels.channel_uris(self.bucket, self.ctx.prefix, self.prepared)
-
-    def plan(self, title: str, rows: Callable[..., dict], record: dict[str, Any], run_dir: Path | None) -> Any:
-        """Print the plan, `rows(channel URIs, upload actions)`. A dry run stops here: its record is written and None
-        returned. Otherwise the channels are uploaded first and the job's TrainingInputs returned."""
+    def plan(self, title: str, rows: Callable[[], dict[str, Any]], record: dict[str, Any], run_dir: Path | None):
+        """Print the plan, `rows()`. A dry run stops here: its record is written and None returned. Otherwise the
+        channels are uploaded first (the plan says what each upload did) and the job's TrainingInputs returned."""
         if self.dry:
-            console.plan(title, rows(self.channel_uris()), dry_run=True)
+            console.plan(title, rows(), dry_run=True)
             record["status"] = "dry run"
             write_record(record, run_dir)
             return None
-        uris, actions = channels.upload(self.ctx, self.prepared) if self.prepared else (self.channel_uris(), None)
-        record["channels"] = uris
-        console.plan(title, rows(uris, actions))
-        import_sagemaker()
+        if self.prepared:
+            self.uploads = channels.upload(self.ctx, self.prepared)
+        console.plan(title, rows())
         from sagemaker.inputs import TrainingInput
 
-        return {channel: TrainingInput(s3_data=uri) for channel, uri in uris.items()}
+        return {channel: TrainingInput(s3_data=uri) for channel, uri in self.uris.items()}
 
-    def rows(self, uris: dict[str, str], actions: dict[str, str] | None = None) -> dict[str, Any]:
-        kw = self.kwargs
-        rows: dict[str, Any] = {"job name": self.name, **(self.ctx.describe() if self.dry else {
-            "region": self.ctx.region, "role": kw["role"], "bucket": self.bucket, "prefix": self.ctx.prefix or "-"})}
+    def rows(self) -> dict[str, Any]:
+        kw, ctx = self.kwargs, self.ctx
+        rows: dict[str, Any] = {"job name": self.name, **(ctx.describe() if self.dry else {
+            "region": ctx.region, "role": kw["role"], "bucket": ctx.bucket, "prefix": ctx.prefix or "-"})}
         rows |= {
             "image uri": self.image_uri,
             "entry point": f"{kw['entry_point']} (source_dir: {source_dir.describe(kw['source_dir'])})",
@@ -100,19 +96,15 @@ class PreparedJob:
             "checkpoints": kw.get("checkpoint_s3_uri") or "- (not synced to S3)",
             "output path": kw["output_path"],
         }
-        for channel, uri in uris.items():
-            detail = f" ({self.prepared.rows[channel]} rows)" if self.prepared and channel in self.prepared.rows else ""
-            rows[f"channel {channel}"] = uri + detail + (f", {actions[channel]}" if actions and channel in actions else "")
+        for channel, uri in self.uris.items():
+            count = f" ({self.prepared.rows[channel]} rows)" if self.prepared else ""
+            rows[f"channel {channel}"] = uri + count + (f", {self.uploads[channel]}" if channel in self.uploads else "")
         rows["hyperparameters"] = self.split.hyperparameters or "{} (the defaults of conf/train.yaml)"
         rows["launcher only"] = self.split.launcher_only or "-"
         rows["requirements"] = " ".join(self.pins) + ("" if kw.get("image_uri") else " (torch from the image)")
         rows["metrics"] = [d["Name"] for d in kw["metric_definitions"]]
-        shown = {"entry_point", "source_dir", "role", "instance_type", "instance_count", "use_spot_instances",
-                 "max_wait", "checkpoint_s3_uri", "checkpoint_local_path", "output_path", "hyperparameters",
-                 "sagemaker_session", "image_uri", "framework_version", "py_version", "metric_definitions",
-                 "disable_profiler", "debugger_hook_config"}
-        for key, value in kw.items():
-            if key not in shown:
+        for key, value in kw.items():  # the other settings: the user's and the launcher's S3 locations
+            if key not in OWN_ROWS and key not in estimator.MANAGED:
                 rows[f"sagemaker.{key}"] = {t["Key"]: t["Value"] for t in value} if key == "tags" else value
         rows["wait"] = f"yes (logs: {self.logs})" if self.wait else "no"
         if self.notes:
@@ -120,76 +112,83 @@ class PreparedJob:
         return rows
 
     def record(self, overrides: list[str]) -> dict[str, Any]:
+        """The job as sagemaker_job.json keeps it (and a sweep's table lists it)."""
         region, kw = self.ctx.region, self.kwargs
         return {
             "job_name": self.name, "region": region, "image_uri": self.image_uri,
             "instance_type": kw["instance_type"], "instance_count": kw.get("instance_count", 1),
             "distribution": kw.get("distribution"), "spot": bool(kw.get("use_spot_instances")),
             "checkpoint_s3_uri": kw.get("checkpoint_s3_uri"), "hyperparameters": self.split.hyperparameters,
-            "requirements": self.pins, "overrides": list(overrides), "channels": self.channel_uris(),
+            "requirements": self.pins, "overrides": list(overrides), "channels": self.uris,
             "rows": dict(self.prepared.rows) if self.prepared else None, "output_path": kw["output_path"],
             "model_data": f"{kw['output_path']}/{self.name}/output/model.tar.gz",
-            "console_url": f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{self.name}",
+            "console_url": console_url(region, f"jobs/{self.name}"),
         }  # fmt: skip
+
+
+def console_url(region: str, page: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{page}"
 
 
 def prepare_job(
     cfg: DictConfig, overrides: list[str], workdir: Path, *, job_num: int | None = None, multirun: bool = False,
-    job_name: str | None = None, static_exclude: tuple[str, ...] = (),
+    job_name: str | None = None, tuned: tuple[str, ...] = (), objective: str | None = None,
 ) -> PreparedJob:  # fmt: skip
     """Check everything, prepare the channel files and the source_dir, build the estimator. Dry runs make no AWS
     call; otherwise the role and bucket are looked up last (STS/IAM/S3 reads, default bucket creation).
-    `static_exclude`: hyperparameters left out (a tuner sets them)."""
+    `tuned`: hyperparameters a tuner sets (left out here, counted with its `objective` metric)."""
     import_sagemaker()
     validate.flags(cfg, ("dry_run",))
     validate.flags(cfg.sagemaker, ("wait",), "sagemaker.")
     sm_cfg, dry = cfg.sagemaker, bool(cfg.get("dry_run", False))
+    logs = logs_setting(sm_cfg.get("logs", "All"))
     ctx = AwsContext(cfg.aws)  # checks aws.bucket and aws.role's shape; no AWS call
     split = split_overrides(overrides)
-    for key in static_exclude:
+    for key in tuned:
         split.hyperparameters.pop(key, None)
     settings = estimator.sdk_settings(sm_cfg)
     pins = source_dir.requirements(cfg)
     estimator.check_settings(settings, pins)
     image_uri = estimator.resolve_image_uri(settings, ctx.region)
-    torch_version = (None if settings.get("image_uri")
-                     else estimator.container_torch_version(settings["framework_version"]))
     given = channels.given_inputs(opt(sm_cfg, "inputs"))
     prepared = None if given else channels.prepare(cfg, workdir / "channels")
-    staged = source_dir.stage(workdir / "source", pins, torch_version=torch_version)
+    staged = source_dir.stage(workdir / "source", pins, torch_version=estimator.container_torch_version(settings))
     name = job_name or estimator.job_name_for(sm_cfg, job_num)
     wait, notes = bool(opt(sm_cfg, "wait", True)), []
     if multirun and wait:
         wait, notes = False, ["sweep: not waiting for each job"]
 
-    def build(role: str, planned: bool) -> tuple[dict[str, Any], Any]:
-        """The estimator's arguments and the estimator; `planned`: S3 URIs without looking up the bucket."""
+    def arguments(role: str, bucket: str) -> dict[str, Any]:
+        """The estimator's keyword arguments, its S3 locations in `bucket`."""
         kw = {**settings, "entry_point": source_dir.ENTRY_POINT, "source_dir": str(staged), "role": role,
               "hyperparameters": dict(split.hyperparameters), "metric_definitions": metric_definitions(),
-              "disable_profiler": True, "debugger_hook_config": False,  # no Debugger/Profiler side jobs or noise
-              "sagemaker_session": ctx.session}  # fmt: skip
-        kw.setdefault("output_path", ctx.s3_uri("jobs", planned=planned))
-        kw.setdefault("code_location", ctx.s3_uri("code", planned=planned))
+              "sagemaker_session": ctx.session, **estimator.FIXED}  # fmt: skip
+        kw.setdefault("output_path", s3_uri(bucket, ctx.prefix, "jobs"))
+        kw.setdefault("code_location", s3_uri(bucket, ctx.prefix, "code"))
         if kw.get("use_spot_instances") and not kw.get("checkpoint_s3_uri"):
-            kw["checkpoint_s3_uri"] = ctx.s3_uri("checkpoints", name, planned=planned)  # one prefix per job
+            kw["checkpoint_s3_uri"] = s3_uri(bucket, ctx.prefix, "checkpoints", name)  # one prefix per job
         if kw.get("checkpoint_s3_uri"):
             kw["checkpoint_local_path"] = CHECKPOINT_LOCAL_PATH  # where sagemaker_entry writes
         for key in ("output_path", "code_location"):
             kw[key] = str(kw[key]).rstrip("/")
         if kw.get("image_uri"):
             kw.pop("framework_version", None), kw.pop("py_version", None)
-        with aws_errors("checking the training job settings"):
-            return kw, estimator.build_estimator(kw)
+        return kw
 
+    # The SDK's own checks and the hyperparameter count need an estimator: one with the role and bucket as far as
+    # they are known without an AWS call, then (unless a dry run) the real one.
     role = str(opt(cfg.aws, "role", ""))
-    kwargs, sdk_estimator = build(role if role.startswith("arn:") else PLACEHOLDER_ROLE, planned=True)
-    sent = sent_hyperparameters(sdk_estimator, name, kwargs["code_location"], ctx.region)
-    validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters))
+    kwargs = arguments(role if role.startswith("arn:") else PLACEHOLDER_ROLE, ctx.planned_bucket)
+    sdk_estimator = estimator.build_estimator(kwargs)
+    sent = estimator.sent_hyperparameters(sdk_estimator, name, kwargs["code_location"], ctx.region, tuned=tuned,
+                                          objective=objective)  # fmt: skip
+    validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters) - len(tuned))
     if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
-        kwargs, sdk_estimator = build(ctx.role, planned=False)
-    logs = logs_setting(sm_cfg.get("logs", "All"))
+        kwargs = arguments(ctx.role, ctx.bucket)
+        sdk_estimator = estimator.build_estimator(kwargs)
+    uris = given or channels.channel_uris(ctx.planned_bucket if dry else ctx.bucket, ctx.prefix, prepared)
     return PreparedJob(name=name, ctx=ctx, kwargs=kwargs, estimator=sdk_estimator, image_uri=image_uri, split=split,
-                       pins=pins, prepared=prepared, given_inputs=given, wait=wait, logs=logs, dry=dry, notes=notes)
+                       pins=pins, prepared=prepared, uris=uris, wait=wait, logs=logs, dry=dry, notes=notes)
 
 
 def write_record(record: dict[str, Any], run_dir: Path | None) -> None:
@@ -245,9 +244,8 @@ class SageMakerJobsTable(SweepTable):
         if not isinstance(record, dict):
             record = {"status": "failed", "error": describe_failure(job_return)}
         instance = f"{record['instance_type']} x {record.get('instance_count', 1)}" if "instance_type" in record else ""
-        return {"job_name": record.get("job_name", ""), "status": record.get("status", ""), "instance": instance,
-                "console_url": record.get("console_url", ""), "model_data": record.get("model_data", ""),
-                "error": str(record.get("error", "")).replace("\n", " ")}  # fmt: skip
+        return {key: record.get(key, "") for key in ("job_name", "status", "console_url", "model_data")} | {
+            "instance": instance, "error": str(record.get("error", "")).replace("\n", " ")}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.rows:

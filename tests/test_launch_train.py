@@ -431,6 +431,7 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["+sagemaker.subnets=[subnet-1]"], "sagemaker.security_group_ids"),
         (["+sagemaker.keep_alive_period=600"], "did you mean sagemaker.keep_alive_period_in_seconds"),
         (["+sagemaker.entry_point=train.py"], "cannot be set"),
+        (["+sagemaker.disable_profiler=false"], "sagemaker.disable_profiler cannot be set: the launcher turns"),
         (["sagemaker.enable_network_isolation=true"], "cannot pip-install"),
         (["sagemaker.instance_count=abc"], "sagemaker.instance_count=abc must be a whole number"),
         (["sagemaker.max_run=-5"], "sagemaker.max_run=-5 must be a whole number of at least 1 (CreateTrainingJob's "
@@ -450,7 +451,7 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
     ],
     ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
          "spot-max-wait", "optuna", "instance-type", "bucket-uppercase", "bucket-dots", "role-shape",
-         "vpc-half", "unknown-key", "managed-key", "network-isolation", "count-text", "max-run-negative",
+         "vpc-half", "unknown-key", "managed-key", "profiler-key", "network-isolation", "count-text", "max-run-negative",
          "keep-alive-max", "retry-max", "subnets-string", "subnet-pattern", "environment-nested", "tags-list",
          "tag-pattern", "spot-not-bool", "output-path-not-s3", "prefix-empty-segment", "wait-not-bool"],
 )  # fmt: skip
