@@ -163,3 +163,45 @@ def test_sweep_jobs_share_a_tag_on_a_real_server(cola_archive, tmp_path, mlflow_
         assert json.loads(Path(local).read_text()) == json.loads(Path(summary[job]["run_dir"], "metrics.json").read_text())
     # Uploaded through the server into its own artifact store.
     assert len(list((server_root / "artifacts").rglob("learning_curves.png"))) == 2
+
+
+def test_reachability_check_uses_mlflow_own_request(monkeypatch):
+    """Before training, an http(s) tracking server is asked for /health once, through MLflow's own request code (its
+    TLS, proxy and credential settings): credentials in the URI and any HTTP answer (404 from a proxy) pass, a closed
+    port fails at once, and the password never reaches the message."""
+    import http.server
+    import threading
+
+    from mlflow.exceptions import MlflowException
+
+    from cola_bert.tracking import _check_reachable, explain_error
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        _check_reachable(f"http://user:s3cret@127.0.0.1:{port}")
+        _check_reachable(f"http://127.0.0.1:{port}/prefix")  # /prefix/health: 404, still an answer
+    finally:
+        server.shutdown()
+    assert seen[0][0] == "/health" and seen[0][1] is not None and seen[0][1].startswith("Basic ")
+    assert seen[1][0] == "/prefix/health"
+
+    closed = f"http://user:s3cret@127.0.0.1:{free_port()}"
+    with pytest.raises(MlflowException, match="no answer within 10 s") as info:
+        _check_reachable(closed)
+    cfg = OmegaConf.create({"logger": {"mlflow": {"_target_": "pytorch_lightning.loggers.MLFlowLogger",
+                                                  "tracking_uri": closed}}})  # fmt: skip
+    message = str(explain_error(cfg, info.value))
+    assert "s3cret" not in message and "user:***@127.0.0.1" in message

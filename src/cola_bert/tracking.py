@@ -80,21 +80,28 @@ def _hydra_run_info(cfg: DictConfig) -> tuple[dict[str, str], str | None]:
 
 def _check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """An http(s) tracking server that does not answer is reported within `timeout` seconds instead of after
-    MLflow's own retries (about 4 minutes). Any HTTP answer (even 401/404 from a proxy) counts: MLflow explains it."""
+    MLflow's own retries (about 4 minutes). The request is MLflow's own, so its TLS, proxy and credential settings
+    apply (MLFLOW_TRACKING_INSECURE_TLS, REQUESTS_CA_BUNDLE, user:password@host, ...); any HTTP answer counts, even
+    401 or 404: MLflow explains what follows."""
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    import urllib.error
-    import urllib.request
-
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
 
     try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise MlflowException(f"no answer from {tracking_uri} within {timeout:g} s ({reason})") from None
+        http_request(get_default_host_creds(tracking_uri), "/health", "GET", max_retries=0, timeout=timeout,
+                     raise_on_status=False)  # fmt: skip
+    except MlflowException as err:
+        raise MlflowException(f"no answer within {timeout:g} s: {err}") from None
+
+
+def _without_password(text: str, uri: str) -> str:
+    """`text` with the password of `uri` (http://user:password@host) masked."""
+    from urllib.parse import urlsplit
+
+    password = urlsplit(uri).password if "://" in uri else None
+    return text.replace(f":{password}@", ":***@") if password else text
 
 
 def _ensure_experiment(node: DictConfig) -> None:
@@ -136,8 +143,9 @@ def explain_error(cfg: DictConfig, err: BaseException) -> Exception | None:
         cause = cause.__cause__ or cause.__context__
     if not nodes or cause is None:
         return None
-    uri = nodes[0].get("tracking_uri")
-    reason = " ".join(str(cause).split())[:300]
+    uri = str(nodes[0].get("tracking_uri"))
+    reason = _without_password(" ".join(str(cause).split())[:300], uri)
+    uri = _without_password(uri, uri)
     return ConfigError(
         f"logger=mlflow cannot use tracking_uri={uri} ({type(cause).__name__}: {reason}). Give a working URI with "
         "logger.mlflow.tracking_uri=... (sqlite:///outputs/mlflow.db for a local store, http://host:5000 for a "
