@@ -132,29 +132,31 @@ def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert manifest["format"] == "onnx" and manifest["model_file"] == "model.onnx"
     quantization = manifest["quantization"]
-    assert quantization["matmul"] == "blockwise" and quantization["block_size"] == 128
+    assert quantization["matmul"] == "per_token" and quantization["block_size"] is None
     assert quantization["weight_type"] == "QInt8" and quantization["per_channel"] is True
     assert quantization["reduce_range"] is False
     # ONNX Runtime's optimizer fused the tiny model's two layers (the TorchScript-exporter graph), then every
-    # weight MatMul became an 8-bit MatMulNBits and the embeddings int8; the attention core stays fp32
+    # weight MatMul of the encoder became a MatMulInteger on int8 weights and per-token uint8 activations, LayerNorm
+    # primitive ops and the embeddings int8; the attention core stays fp32
     assert quantization["fused"]["MultiHeadAttention"] == 2 and quantization["fused"]["EmbedLayerNormalization"] == 1
     onnx = pytest.importorskip("onnx")
     graph = onnx.load(str(out / "model" / "model.onnx")).graph
     ops = [node.op_type for node in graph.node]
-    assert ops.count("MatMulNBits") == 12  # Q, K, V, attention output, FFN in, FFN out × 2 layers
+    assert ops.count("MatMulInteger") == 12  # Q, K, V, attention output, FFN in, FFN out × 2 layers
     assert ops.count("MultiHeadAttention") == 2 and ops.count("QEmbedLayerNormalization") == 1
-    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
-    assert all({a.name: a.i for a in n.attribute}["bits"] == 8 for n in nbits)
-    assert all({a.name: a.i for a in n.attribute}["block_size"] == 128 for n in nbits)
-    assert all({a.name: a.i for a in n.attribute}["accuracy_level"] == 4 for n in nbits)
+    assert "MatMulNBits" not in ops and "DynamicQuantizeLinear" not in ops  # no per-call (per-batch) scales
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" not in ops and ops.count("Reciprocal") >= 4
+    int8 = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.INT8}
+    assert all(n.input[1] in int8 for n in graph.node if n.op_type == "MatMulInteger")
+    assert ops.count("ReduceMax") == 8  # one per-token scale per distinct input: Q/K/V share theirs
     floats = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
     fp32_weights = [n.name for n in graph.node if n.op_type in ("MatMul", "Attention") and floats & set(n.input)]
     assert fp32_weights == ["/model/bert/pooler/dense/Gemm_MatMul", "/model/classifier/Gemm_MatMul"]  # one row each
-    assert quantization["int8_ops"]["MatMulNBits"] == 12 and quantization["fp32_matmuls"] == 2
+    assert quantization["int8_ops"]["MatMulInteger"] == 12 and quantization["fp32_matmuls"] == 2
     # the fp32 graph passed the tolerance with the default shapes before it was quantized
     assert manifest["verification"]["batch_sizes"] == [1, 8, 64] and len(manifest["verification"]["lengths"]) >= 10
     assert 0 <= quantization["fp32_max_abs_logit_diff"] <= 1e-4 < quantization["max_abs_logit_diff"] < 0.1
-    assert "int8:      blockwise MatMuls, block 128, per_channel=True" in stdout
+    assert "int8:      per_token MatMuls, per_channel=True" in stdout
 
     agreement = manifest["agreement"]
     assert agreement["count"] == 1043 and agreement["sentences"].startswith("GLUE dev")
@@ -176,14 +178,29 @@ def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
 
 
 
-def test_blockwise_int8_answer_does_not_depend_on_the_rest_of_the_request(cli_int8):
-    """Activations are quantized per token block, not per batch: a sentence gets the same answer alone or batched."""
+def test_per_token_int8_answer_does_not_depend_on_the_rest_of_the_request(cli_int8):
+    """Activations are quantized per token, not per batch: a sentence gets the same answer alone or batched."""
     model = inference.load_artifact(cli_int8[0] / "model")
     target = "The cat sat on the mat."
     others = ["Cat the on mat sat the.", "word " * 120, "A much longer sentence that sets a different scale."]
     alone = model.logits([target])[0]
     batched = model.logits([target] + others, batch_size=8)[0]  # padded beside longer sentences
     assert torch.allclose(alone, batched, atol=1e-5), (alone, batched)
+
+
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
+def test_blockwise_int8_runs_the_matmuls_as_8bit_matmulnbits(exported_artifact):
+    onnx = pytest.importorskip("onnx")
+    out = exported_artifact("onnx", quantize="int8", int8_matmul="blockwise", min_agreement=0.0)
+    quantization = json.loads((out / "model" / "manifest.json").read_text())["quantization"]
+    assert quantization["matmul"] == "blockwise" and quantization["block_size"] == 128
+    graph = onnx.load(str(out / "model" / "model.onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("MatMulNBits") == 12 and "MatMulInteger" not in ops and "SkipLayerNormalization" not in ops
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert all({a.name: a.i for a in n.attribute}["bits"] == 8 for n in nbits)
+    assert all({a.name: a.i for a in n.attribute}["block_size"] == 128 for n in nbits)
+    assert all({a.name: a.i for a in n.attribute}["accuracy_level"] == 4 for n in nbits)
 
 
 @pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
@@ -500,7 +517,7 @@ def _copy_model(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
         ("bad_max_length", r"max_length=1024 exceeds"),
         ("int8_for_gpu", r"quantize=int8 targets CPU endpoints .* For a GPU endpoint export fp32"),
         ("bad_block_size", r"block_size must be a power of two >= 16 .* got 100"),
-        ("unknown_int8_matmul", r"Unknown int8_matmul='per_row'. Choose one of: blockwise, per_tensor"),
+        ("unknown_int8_matmul", r"Unknown int8_matmul='per_row'. Choose one of: per_token, blockwise, per_tensor"),
     ],
 )
 def test_bad_inputs_fail_with_a_clear_error_and_write_nothing(case, match, tiny_model_dir, tmp_path):

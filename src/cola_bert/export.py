@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {"torchscript": "model.pt", "torch_export": "model.pt2", "onnx": "model.onnx"}
 DEFAULT_BATCH_SIZES = (1, 8, 64)
 QUANTIZE = ("none", "int8")
-INT8_MATMUL = ("blockwise", "per_tensor")
+INT8_MATMUL = ("per_token", "blockwise", "per_tensor")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model", "vocab.json")
 SMOKE_SENTENCES = (
     "The sailors rode the breeze clear of the rocks.",
@@ -207,7 +207,7 @@ def export_model(
     jit_optimize: str = "freeze",
     hf_fallback: bool = False,
     quantize: str = "none",
-    int8_matmul: str = "blockwise",
+    int8_matmul: str = "per_token",
     block_size: int = 128,
     per_channel: bool = True,
     reduce_range: bool = False,

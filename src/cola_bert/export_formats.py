@@ -217,16 +217,19 @@ def write_onnx_fusable(wrapper: LogitsWrapper, example: tuple, path: Path) -> No
 
 def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_size: int, per_channel: bool,
                   reduce_range: bool) -> dict[str, Any]:
-    """int8 with ONNX Runtime's own tools, in three steps on the verified fp32 graph ``source``:
+    """int8 with ONNX Runtime's tools (and two rewrites they lack), in three steps on the verified fp32 ``source``:
 
     1. ``onnxruntime.transformers.optimizer`` fuses embeddings, attention, LayerNorm and GELU (fp32, same maths);
     2. ``matmul="blockwise"``: every weight MatMul (Q, K, V, attention output, FFN in and out) becomes
        ``MatMulNBits``: 8-bit weights, int8 compute on activations quantized per block of ``block_size`` inputs of
        each token (accuracy level 4). Far closer to fp32 than one scale per tensor, and a sentence's answer does not
        depend on the other sentences in its request. The attention core stays fp32 (``MultiHeadAttention``);
+       ``matmul="per_token"`` (default): ``MatMulInteger`` with one activation scale per token (cola_bert.int8_graph:
+       ONNX Runtime's quantizer has no such mode), as accurate and faster in batches. Then LayerNorm is written as
+       primitive ops (ONNX Runtime's fused CPU kernel is slow: cola_bert.int8_graph);
     3. ``quantize_dynamic``: int8 embedding tables, and with ``matmul="per_tensor"`` the fused ``Attention``
        (``QAttention``) and every MatMul, activations quantized per call with one scale for the whole batch
-       (fastest; less accurate, and batch-dependent: docs/serving.md).
+       (less accurate, and batch-dependent: docs/serving.md).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -234,9 +237,11 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
-    blockwise = matmul == "blockwise"
+    from cola_bert.int8_graph import per_token_matmuls, primitive_layer_norms
+
+    blockwise, per_token = matmul == "blockwise", matmul == "per_token"
     options = FusionOptions("bert")
-    options.use_multi_head_attention = blockwise  # Q, K, V stay MatMuls for step 2
+    options.use_multi_head_attention = blockwise or per_token  # Q, K, V stay MatMuls for step 2
     root = logging.getLogger()  # the quantizers log advice and progress on the root logger
     level = root.level
     try:
@@ -252,7 +257,11 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
                                              accuracy_level=4)
                 nbits.process()
                 graph = nbits.model.model
-            op_types = ["Gather", "EmbedLayerNormalization"] + ([] if blockwise else ["MatMul", "Attention"])
+            if per_token:
+                per_token_matmuls(graph, reduce_range)
+            primitive_layer_norms(graph)  # ONNX Runtime's fused LayerNorm kernel is the slow part (int8_graph)
+            per_call = [] if blockwise or per_token else ["MatMul", "Attention"]
+            op_types = ["Gather", "EmbedLayerNormalization"] + per_call
             quantize_dynamic(graph, target, weight_type=QuantType.QInt8, per_channel=per_channel,
                              reduce_range=reduce_range, op_types_to_quantize=op_types,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -261,7 +270,9 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
     ops = collections.Counter(node.op_type for node in onnx.load(str(target), load_external_data=False).graph.node)
     return {
         "method": "onnxruntime: transformers.optimizer fusion, "
-                  + ("MatMulNBits 8-bit (block-wise), " if blockwise else "") + "quantize_dynamic",
+                  + ("MatMulNBits 8-bit (block-wise), " if blockwise else "")
+                  + ("MatMulInteger with per-token activation scales (cola_bert.int8_graph), " if per_token else "")
+                  + "LayerNorm as primitive ops, quantize_dynamic",
         "onnxruntime_version": package_version("onnxruntime"),
         "matmul": matmul,
         "block_size": block_size if blockwise else None,
