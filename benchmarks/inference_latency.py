@@ -1,7 +1,8 @@
 """Inference speed and int8 accuracy: eager Hugging Face vs TorchScript fp32 vs ONNX Runtime fp32 vs ONNX int8
-(what `cola_bert.export` ships: fused graph, 8-bit block-wise MatMulNBits), plus two candidates that are not
-shipped (ONNX int8 with per-tensor activations, TorchScript with torch's dynamic int8), and optionally the local
-endpoint (`cola_bert.serve`). Not a test.
+(what `cola_bert.export` ships: fused graph, MatMulInteger with per-token activation scales, LayerNorm as primitive
+ops), the block-wise option (int8_matmul=blockwise: 8-bit MatMulNBits), two candidates that are not shipped (ONNX
+int8 with per-tensor activations, TorchScript with torch's dynamic int8), and optionally the local endpoint
+(`cola_bert.serve`). Not a test.
 
 Every backend runs behind the same handler code (`cola_bert.inference.ColaModel`: `tokenizers` tokenization, dynamic
 padding, softmax), so only the model execution differs. Backends take turns in short blocks on the same sentences,
@@ -272,6 +273,7 @@ EAGER = "eager (Hugging Face)"
 TS = "TorchScript fp32"
 ONNX = "ONNX Runtime fp32"
 INT8 = "ONNX Runtime int8"
+INT8_BLOCK = "ONNX int8, block-wise MatMulNBits (int8_matmul=blockwise)"
 INT8_ALL = "ONNX int8, per-tensor activations (int8_matmul=per_tensor, not shipped)"
 TS_INT8 = "TorchScript + torch dynamic int8 (not shipped)"
 
@@ -302,7 +304,7 @@ def load_models(exports: dict, extras: bool, model_dir: Path) -> dict:
     base = inference.load_artifact(exports[TS], device=cpu)
     models = {EAGER: inference.ColaModel(inference.load_hf_runner(exports["hf"], cpu), base.tokenizer,
                                          base.manifest, base.model_dir)}
-    for name in (TS, ONNX, INT8, INT8_ALL):
+    for name in (TS, ONNX, INT8, INT8_BLOCK, INT8_ALL):
         if name in exports:
             models[name] = inference.load_artifact(exports[name], device=cpu)  # ONNX threads follow torch's
     if extras:
@@ -363,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(TS, {"format": "torchscript"}), (ONNX, {"format": "onnx"}),
                 (INT8, {"format": "onnx", "quantize": "int8"})]
         if not args.no_extras:
+            plan.append((INT8_BLOCK, {"format": "onnx", "quantize": "int8", "int8_matmul": "blockwise"}))
             plan.append((INT8_ALL, {"format": "onnx", "quantize": "int8", "int8_matmul": "per_tensor"}))
         for name, settings in plan:
             out = tmp / name.split(" (")[0].replace(" ", "_").replace(",", "")

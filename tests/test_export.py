@@ -136,23 +136,25 @@ def test_cli_int8_export_is_quantized_verified_and_reported(cli_int8, eager):
     assert quantization["weight_type"] == "QInt8" and quantization["per_channel"] is True
     assert quantization["reduce_range"] is False
     # ONNX Runtime's optimizer fused the tiny model's two layers (the TorchScript-exporter graph), then every
-    # weight MatMul of the encoder became a MatMulInteger on int8 weights and per-token uint8 activations, LayerNorm
-    # primitive ops and the embeddings int8; the attention core stays fp32
+    # weight MatMul of the encoder became a MatMulIntegerToFloat on int8 weights and per-token uint8 activations,
+    # LayerNorm primitive ops and the embeddings int8; the attention core stays fp32
     assert quantization["fused"]["MultiHeadAttention"] == 2 and quantization["fused"]["EmbedLayerNormalization"] == 1
     onnx = pytest.importorskip("onnx")
     graph = onnx.load(str(out / "model" / "model.onnx")).graph
     ops = [node.op_type for node in graph.node]
-    assert ops.count("MatMulInteger") == 12  # Q, K, V, attention output, FFN in, FFN out × 2 layers
+    assert ops.count("MatMulIntegerToFloat") == 12  # Q, K, V, attention output, FFN in, FFN out × 2 layers
     assert ops.count("MultiHeadAttention") == 2 and ops.count("QEmbedLayerNormalization") == 1
     assert "MatMulNBits" not in ops and "DynamicQuantizeLinear" not in ops  # no per-call (per-batch) scales
     assert "SkipLayerNormalization" not in ops and "LayerNormalization" not in ops and ops.count("Reciprocal") >= 4
     int8 = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.INT8}
-    assert all(n.input[1] in int8 for n in graph.node if n.op_type == "MatMulInteger")
-    assert ops.count("ReduceMax") == 8  # one per-token scale per distinct input: Q/K/V share theirs
+    assert all(n.input[1] in int8 for n in graph.node if n.op_type == "MatMulIntegerToFloat")
+    # one per-token quantization per distinct input (Q, K and V share theirs), each scale per row (axis 0)
+    assert ops.count("ReduceMax") == ops.count("QuantizeLinear") == 8
+    assert all({a.name: a.i for a in n.attribute}["axis"] == 0 for n in graph.node if n.op_type == "QuantizeLinear")
     floats = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
     fp32_weights = [n.name for n in graph.node if n.op_type in ("MatMul", "Attention") and floats & set(n.input)]
     assert fp32_weights == ["/model/bert/pooler/dense/Gemm_MatMul", "/model/classifier/Gemm_MatMul"]  # one row each
-    assert quantization["int8_ops"]["MatMulInteger"] == 12 and quantization["fp32_matmuls"] == 2
+    assert quantization["int8_ops"]["MatMulIntegerToFloat"] == 12 and quantization["fp32_matmuls"] == 2
     # the fp32 graph passed the tolerance with the default shapes before it was quantized
     assert manifest["verification"]["batch_sizes"] == [1, 8, 64] and len(manifest["verification"]["lengths"]) >= 10
     assert 0 <= quantization["fp32_max_abs_logit_diff"] <= 1e-4 < quantization["max_abs_logit_diff"] < 0.1

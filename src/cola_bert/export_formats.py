@@ -224,7 +224,7 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
        ``MatMulNBits``: 8-bit weights, int8 compute on activations quantized per block of ``block_size`` inputs of
        each token (accuracy level 4). Far closer to fp32 than one scale per tensor, and a sentence's answer does not
        depend on the other sentences in its request. The attention core stays fp32 (``MultiHeadAttention``);
-       ``matmul="per_token"`` (default): ``MatMulInteger`` with one activation scale per token (cola_bert.int8_graph:
+       ``matmul="per_token"`` (default): int8 MatMuls with one activation scale per token (cola_bert.int8_graph:
        ONNX Runtime's quantizer has no such mode), as accurate and faster in batches. Then LayerNorm is written as
        primitive ops (ONNX Runtime's fused CPU kernel is slow: cola_bert.int8_graph);
     3. ``quantize_dynamic``: int8 embedding tables, and with ``matmul="per_tensor"`` the fused ``Attention``
@@ -271,7 +271,7 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
     return {
         "method": "onnxruntime: transformers.optimizer fusion, "
                   + ("MatMulNBits 8-bit (block-wise), " if blockwise else "")
-                  + ("MatMulInteger with per-token activation scales (cola_bert.int8_graph), " if per_token else "")
+                  + ("MatMulIntegerToFloat, per-token activation scales (cola_bert.int8_graph), " if per_token else "")
                   + "LayerNorm as primitive ops, quantize_dynamic",
         "onnxruntime_version": package_version("onnxruntime"),
         "matmul": matmul,
@@ -281,6 +281,7 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
         "reduce_range": reduce_range,
         "fused": fused_ops,
         "int8_ops": {op: n for op, n in sorted(ops.items())
-                     if op in ("MatMulNBits", "QAttention", "QEmbedLayerNormalization", "MatMulInteger")},
+                     if op in ("MatMulNBits", "QAttention", "QEmbedLayerNormalization", "MatMulInteger",
+                                                     "MatMulIntegerToFloat")},
         "fp32_matmuls": ops["MatMul"],
     }

@@ -1,20 +1,20 @@
 """Two rewrites of a fused BERT ONNX graph that ONNX Runtime's own tools do not offer, used by the int8 export.
 
 - ``per_token_matmuls``: every weight MatMul of the encoder (the pooler and classifier, one row per sentence, stay
-  fp32) becomes ``MatMulInteger`` on int8 weights (one scale per output column)
-  and uint8 activations with **one scale per token** (``max |x| / 127`` over the token's features, zero point 128),
-  then two ``Mul``s for the scales. ``quantize_dynamic`` only offers one activation scale per call, shared by every
-  sentence of a request (97.5% label agreement on GLUE dev, and a sentence's answer depends on its neighbours);
-  ``MatMulNBits`` scales per token block but its int8 kernel barely gains from batching (1.8x eager at batch 32).
-  Per token keeps 99.3% agreement and runs batches of 32 at about 2.6x eager (docs/serving.md). An activation read
-  by several MatMuls (Q, K and V) is quantized once.
+  fp32) runs on int8 weights (one scale per output column) and uint8 activations with **one scale per token**
+  (``max |x| / 127`` over the token's features, zero point 128): ``QuantizeLinear`` per row, then
+  ``MatMulIntegerToFloat`` (the u8 x s8 kernel, column scales applied inside) and one ``Mul`` for the token scales.
+  ``quantize_dynamic`` only offers one activation scale per call, shared by every sentence of a request (97.8% label
+  agreement on GLUE dev, and a sentence's answer depends on its neighbours); ``MatMulNBits`` scales per token block
+  but its int8 kernel gains little from batching (1.9x eager at batch 32). Per token: 99.4% agreement, batches of 32
+  at 3.1x eager, one thread (docs/benchmarks.md). An activation read by several MatMuls (Q, K, V) is quantized once.
 - ``primitive_layer_norms``: ``SkipLayerNormalization`` / ``LayerNormalization`` as ReduceMean/Sub/Mul/Sqrt/
   Reciprocal/Add. Same maths; ONNX Runtime's fused CPU kernel costs about 2 us per token row with one thread, the
   primitive ops about a fifth of that (measured, docs/serving.md), and the reciprocal form is not re-fused when the
-  session loads. Together with the first rewrite: batches of 32 at 3.1x eager.
+  session loads.
 
-Standard ONNX operators only, written for opset 13 to 17 graphs (reduction axes as attributes; the export writes
-opset 17), so any onnxruntime serves the result.
+ONNX operators plus ONNX Runtime's ``com.microsoft`` contrib ops (as the fused graph already uses), written for
+opset 13 to 17 graphs (reduction axes as attributes; the export writes opset 17).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _const(graph: Any, name: str, value: np.ndarray) -> str:
 def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
     """Rewrite ``model`` (an onnx ModelProto) in place; returns how many MatMuls became int8. ``reduce_range``:
     7-bit weights, for CPUs without VNNI, where u8 x s8 pair sums could saturate."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     _check_opset(model)
     graph = model.graph
@@ -49,9 +49,11 @@ def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
     limit = 63.0 if reduce_range else 127.0
     inv127 = _const(graph, "pt_inv127", np.array(1 / 127, np.float32))
     eps = _const(graph, "pt_eps", np.array(1e-8, np.float32))
-    c128, c0 = _const(graph, "pt_128", np.array(128, np.float32)), _const(graph, "pt_0", np.array(0, np.float32))
-    c255 = _const(graph, "pt_255", np.array(255, np.float32))
+    one = _const(graph, "pt_1", np.array(1, np.float32))
     zero_point = _const(graph, "pt_zp", np.array(128, np.uint8))
+    zero_point_1d = _const(graph, "pt_zp1", np.array([128], np.uint8))
+    axis1, start0 = _const(graph, "pt_axis1", np.array([1], np.int64)), _const(graph, "pt_0", np.array([0], np.int64))
+    end_last = _const(graph, "pt_last", np.array([-1], np.int64))
     nodes, quantized, count = [], {}, 0
     for node in graph.node:
         if node.op_type != "MatMul" or node.input[1] not in weights or "/encoder/" not in node.name:
@@ -62,25 +64,30 @@ def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
         w = f"pt_w{count}"
         _const(graph, w, np.clip(np.round(weight / scale), -limit, limit).astype(np.int8))
         _const(graph, w + "_scale", scale)
-        x = node.input[0]
-        if x not in quantized:  # one scale per token: max |x| over the last axis
+        x, k = node.input[0], int(weights[node.input[1]].dims[0])
+        if x not in quantized:  # tokens as rows; one scale per row: max |x| / 127; uint8 around 128
             a = f"pt_a{len(quantized)}"
-            nodes += [helper.make_node("Abs", [x], [a + "_abs"]),
-                      helper.make_node("ReduceMax", [a + "_abs"], [a + "_max"], axes=[-1], keepdims=1),
+            _const(graph, a + "_rows", np.array([-1, k], np.int64))
+            nodes += [helper.make_node("Reshape", [x, a + "_rows"], [a + "_x"]),
+                      helper.make_node("Abs", [a + "_x"], [a + "_abs"]),
+                      helper.make_node("ReduceMax", [a + "_abs"], [a + "_max"], axes=[1], keepdims=0),
                       helper.make_node("Mul", [a + "_max", inv127], [a + "_s0"]),
                       helper.make_node("Max", [a + "_s0", eps], [a + "_scale"]),
-                      helper.make_node("Reciprocal", [a + "_scale"], [a + "_inv"]),
-                      helper.make_node("Mul", [x, a + "_inv"], [a + "_xs"]),
-                      helper.make_node("Round", [a + "_xs"], [a + "_xr"]),
-                      helper.make_node("Add", [a + "_xr", c128], [a + "_xo"]),
-                      helper.make_node("Clip", [a + "_xo", c0, c255], [a + "_xc"]),
-                      helper.make_node("Cast", [a + "_xc"], [a + "_q"], to=TensorProto.UINT8)]
-            quantized[x] = (a + "_q", a + "_scale")
-        q, token_scale = quantized[x]
-        nodes += [helper.make_node("MatMulInteger", [q, w, zero_point], [w + "_i32"], name=node.name),
-                  helper.make_node("Cast", [w + "_i32"], [w + "_f"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", [w + "_f", token_scale], [w + "_t"]),
-                  helper.make_node("Mul", [w + "_t", w + "_scale"], [node.output[0]])]
+                      helper.make_node("Shape", [a + "_scale"], [a + "_m"]),
+                      helper.make_node("Expand", [zero_point_1d, a + "_m"], [a + "_zp"]),
+                      helper.make_node("QuantizeLinear", [a + "_x", a + "_scale", a + "_zp"], [a + "_q"], axis=0),
+                      helper.make_node("Unsqueeze", [a + "_scale", axis1], [a + "_col"]),
+                      helper.make_node("Shape", [x], [a + "_shape"]),
+                      helper.make_node("Slice", [a + "_shape", start0, end_last], [a + "_lead"])]
+            quantized[x] = (a + "_q", a + "_col", a + "_lead")
+        q, token_scale, lead = quantized[x]
+        _const(graph, w + "_n", np.array([weights[node.input[1]].dims[1]], np.int64))
+        # (q - 128) @ w * column scale, in one ONNX Runtime kernel; then the token's scale, then the input's shape
+        nodes += [helper.make_node("MatMulIntegerToFloat", [q, w, one, w + "_scale", zero_point], [w + "_f"],
+                                   name=node.name, domain="com.microsoft"),
+                  helper.make_node("Mul", [w + "_f", token_scale], [w + "_y"]),
+                  helper.make_node("Concat", [lead, w + "_n"], [w + "_shape"], axis=0),
+                  helper.make_node("Reshape", [w + "_y", w + "_shape"], [node.output[0]])]
         count += 1
     _replace_nodes(graph, nodes)
     return count
