@@ -111,8 +111,8 @@ def section(result: dict) -> str:
         "**GPU, ml.g5.xlarge** (1 × A10G, 4 vCPU; $1.408/h list, ≈ $1,028/month always on). **Not measured** (no GPU "
         "here); an order-of-magnitude assumption for MiniLM fp32 (TorchScript on CUDA, 6 layers, ~12 tokens): ~500 "
         f"sentences/s at batch 1 (kernel-launch bound) → ≈ ${per_million(1.408, 500):.2f} / M; ≥ 5,000 sentences/s "
-        f"at batch 32 → ≈ ${per_million(1.408, 5000):.2f} / M. The int8 graph targets CPUs (its `MatMulNBits` "
-        "8-bit kernels are CPU kernels here); serve fp32 on GPUs.",
+        f"at batch 32 → ≈ ${per_million(1.408, 5000):.2f} / M. The int8 graph targets CPUs (its int8 MatMul "
+        "kernels are CPU kernels here); serve fp32 on GPUs.",
         "",
     ]
     return "\n".join(lines)
