@@ -191,6 +191,64 @@ def test_per_token_int8_answer_does_not_depend_on_the_rest_of_the_request(cli_in
 
 
 @pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
+def test_per_token_reduce_range_keeps_weights_within_7_bits(exported_artifact):
+    """For CPUs without VNNI: u8 activations times weights within ±63 cannot saturate a 16-bit pair sum."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    out = exported_artifact("onnx", quantize="int8", reduce_range=True, min_agreement=0.0)
+    graph = onnx.load(str(out / "model" / "model.onnx")).graph
+    inits = {init.name: init for init in graph.initializer}
+    weights = [numpy_helper.to_array(inits[n.input[1]]) for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert len(weights) == 12 and max(int(abs(w.astype(int)).max()) for w in weights) == 63
+
+
+def test_int8_graph_rewrites_keep_the_maths():
+    """primitive_layer_norms computes what SkipLayerNormalization computes; per_token_matmuls stays within int8
+    rounding of the fp32 MatMul, whatever the scale of each token; a graph without encoder MatMuls is left alone."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cola_bert.int8_graph import per_token_matmuls, primitive_layer_norms
+
+    rng = np.random.default_rng(0)
+    hidden, width = 16, 8
+    inits = [numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), n) for n in ("g", "b", "bias")]
+    inits.append(numpy_helper.from_array(rng.normal(size=(hidden, width)).astype(np.float32), "w"))
+    nodes = [helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["n"], domain="com.microsoft",
+                              epsilon=1e-12),
+             helper.make_node("MatMul", ["n", "w"], ["y"], name="/model/bert/encoder/layer.0/output/dense/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", "S", hidden])
+                                           for n in ("x", "s")],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("n", "y")], inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    x = (rng.normal(size=(3, 5, hidden)) * np.array([1, 10, 100])[:, None, None]).astype(np.float32)  # 3 scales
+    feed = {"x": x, "s": rng.normal(size=x.shape).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+    fused_norm, fp32 = run(model)
+    assert primitive_layer_norms(model) == 1 and per_token_matmuls(model) == 1
+    ops = [node.op_type for node in model.graph.node]
+    assert "SkipLayerNormalization" not in ops and "MatMul" not in ops and "MatMulIntegerToFloat" in ops
+    norm, int8 = run(model)
+    assert np.allclose(norm, fused_norm, atol=1e-5)
+    # per token, the int8 error is a small fraction of that token's own output scale
+    error = np.abs(int8 - fp32).max(-1) / np.abs(fp32).max(-1)
+    assert error.max() < 0.03, error.max()
+
+    other = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/distilbert/transformer/layer.0/ffn/lin1/MatMul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [inits[-1]]), opset_imports=opsets[:1])
+    assert per_token_matmuls(other) == 0 and [n.op_type for n in other.graph.node] == ["MatMul"]
+
+
+@pytest.mark.timeout(1200)  # exports: minutes on a loaded 2-vCPU machine
 def test_blockwise_int8_runs_the_matmuls_as_8bit_matmulnbits(exported_artifact):
     onnx = pytest.importorskip("onnx")
     out = exported_artifact("onnx", quantize="int8", int8_matmul="blockwise", min_agreement=0.0)

@@ -257,8 +257,11 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
                                              accuracy_level=4)
                 nbits.process()
                 graph = nbits.model.model
-            if per_token:
-                per_token_matmuls(graph, reduce_range)
+            if per_token and not per_token_matmuls(graph, reduce_range):
+                raise ExportError(
+                    "int8_matmul=per_token found no weight MatMul under /encoder/ in the fused graph (a model whose "
+                    "layers are named otherwise, e.g. DistilBERT's transformer/): export with int8_matmul=blockwise."
+                )
             primitive_layer_norms(graph)  # ONNX Runtime's fused LayerNorm kernel is the slow part (int8_graph)
             per_call = [] if blockwise or per_token else ["MatMul", "Attention"]
             op_types = ["Gather", "EmbedLayerNormalization"] + per_call
