@@ -240,6 +240,23 @@ def test_int8_graph_rewrites_keep_the_maths():
     # per token, the int8 error is a small fraction of that token's own output scale
     error = np.abs(int8 - fp32).max(-1) / np.abs(fp32).max(-1)
     assert error.max() < 0.03, error.max()
+    empty = {name: value[:, :0] for name, value in feed.items()}  # no tokens: shapes still follow the input
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [out.shape for out in sess.run(None, empty)] == [(3, 0, hidden), (3, 0, width)]
+
+    # ONNX Runtime's defaults (epsilon 1e-12, no beta) are kept; a norm over another axis is left alone
+    bare = helper.make_model(helper.make_graph(
+        [helper.make_node("SkipLayerNormalization", ["x", "s", "g"], ["n"], domain="com.microsoft"),
+         helper.make_node("LayerNormalization", ["x", "g2"], ["m"], axis=1)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 5, hidden]) for n in ("x", "s")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("n", "m")],
+        [inits[0], numpy_helper.from_array(np.ones((5, hidden), np.float32), "g2")]), opset_imports=opsets)
+    noise = (rng.normal(size=(3, 5, hidden)) * 1e-4).astype(np.float32)  # variance 1e-8: epsilon 1e-5 would show
+    feed = {"x": np.full((3, 5, hidden), 1.0, np.float32), "s": noise}
+    before = run(bare)
+    assert primitive_layer_norms(bare) == 1 and [n.op_type for n in bare.graph.node].count("LayerNormalization") == 1
+    after = run(bare)
+    assert np.allclose(after[0], before[0], rtol=1e-2, atol=1e-2) and np.allclose(after[1], before[1])
 
     other = helper.make_model(helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="/distilbert/transformer/layer.0/ffn/lin1/MatMul")], "g",

@@ -262,7 +262,9 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
                     "int8_matmul=per_token found no weight MatMul under /encoder/ in the fused graph (a model whose "
                     "layers are named otherwise, e.g. DistilBERT's transformer/): export with int8_matmul=blockwise."
                 )
-            primitive_layer_norms(graph)  # ONNX Runtime's fused LayerNorm kernel is the slow part (int8_graph)
+            layer_norms = primitive_layer_norms(graph)  # ONNX Runtime's fused LayerNorm kernel is slow (int8_graph)
+            for op in ("SkipLayerNormalization", "LayerNormalization"):
+                fused_ops.pop(op, None)  # written as primitive ops now
             per_call = [] if blockwise or per_token else ["MatMul", "Attention"]
             op_types = ["Gather", "EmbedLayerNormalization"] + per_call
             quantize_dynamic(graph, target, weight_type=QuantType.QInt8, per_channel=per_channel,
@@ -283,6 +285,7 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
         "per_channel": per_channel,
         "reduce_range": reduce_range,
         "fused": fused_ops,
+        "layer_norms_as_primitive_ops": layer_norms,
         "int8_ops": {op: n for op, n in sorted(ops.items())
                      if op in ("MatMulNBits", "QAttention", "QEmbedLayerNormalization", "MatMulInteger",
                                                      "MatMulIntegerToFloat")},

@@ -14,7 +14,7 @@
   session loads.
 
 ONNX operators plus ONNX Runtime's ``com.microsoft`` contrib ops (as the fused graph already uses), written for
-opset 13 to 17 graphs (reduction axes as attributes; the export writes opset 17).
+opset 14 to 17 graphs (reduction axes as attributes; the export writes opset 17).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 
 def _check_opset(model: Any) -> None:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if not 13 <= opset <= 17:
-        raise ValueError(f"int8 graph rewrites need an opset 13-17 graph (reduction axes as attributes), got {opset}.")
+    if not 14 <= opset <= 17:
+        raise ValueError(f"int8 graph rewrites need an opset 14-17 graph (reduction axes as attributes), got {opset}.")
 
 
 def _const(graph: Any, name: str, value: np.ndarray) -> str:
@@ -87,36 +87,41 @@ def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
                                    name=node.name, domain="com.microsoft"),
                   helper.make_node("Mul", [w + "_f", token_scale], [w + "_y"]),
                   helper.make_node("Concat", [lead, w + "_n"], [w + "_shape"], axis=0),
-                  helper.make_node("Reshape", [w + "_y", w + "_shape"], [node.output[0]])]
+                  helper.make_node("Reshape", [w + "_y", w + "_shape"], [node.output[0]], allowzero=1)]  # 0 tokens
         count += 1
     _replace_nodes(graph, nodes)
     return count
 
 
 def primitive_layer_norms(model: Any) -> int:
-    """Rewrite ``model`` in place; returns how many LayerNorm nodes became primitive ops."""
+    """Rewrite ``model`` in place; returns how many LayerNorm nodes became primitive ops. Only the forms the fused
+    BERT graph holds (normalised over the last axis, one output) are rewritten; others are left to ONNX Runtime."""
     from onnx import helper
 
     _check_opset(model)
     graph, nodes, count = model.graph, [], 0
     for node in graph.node:
-        if node.op_type not in ("SkipLayerNormalization", "LayerNormalization"):
+        attributes = {a.name: a for a in node.attribute}
+        last_axis = "axis" not in attributes or attributes["axis"].i == -1
+        skip = node.op_type == "SkipLayerNormalization"
+        if not (skip or node.op_type == "LayerNormalization") or not last_axis or any(node.output[1:3]):
             nodes.append(node)
             continue
         p = f"ln{count}"
         count += 1
-        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        epsilon = attributes["epsilon"].f if "epsilon" in attributes else (1e-12 if skip else 1e-5)  # the defaults
         eps = _const(graph, p + "_eps", np.array(epsilon, np.float32))
-        if node.op_type == "SkipLayerNormalization":  # input, skip, gamma, beta[, bias] -> output[, , , sum]
-            x, gamma, beta = p + "_sum", node.input[2], node.input[3]
-            bias = node.input[4] if len(node.input) > 4 and node.input[4] else None
+        inputs = list(node.input) + [""] * 5
+        if skip:  # input, skip, gamma[, beta[, bias]] -> output[, mean, inv_std, sum]
+            x, gamma, beta = p + "_sum", inputs[2], inputs[3]
+            bias = inputs[4] or None
             nodes.append(helper.make_node("Add", [node.input[0], node.input[1]], [x + ("0" if bias else "")]))
             if bias:
                 nodes.append(helper.make_node("Add", [x + "0", bias], [x]))
             if len(node.output) > 3 and node.output[3]:
                 nodes.append(helper.make_node("Identity", [x], [node.output[3]]))
-        else:
-            x, gamma, beta = node.input[0], node.input[1], node.input[2]
+        else:  # input, scale[, bias]
+            x, gamma, beta = inputs[0], inputs[1], inputs[2]
         nodes += [helper.make_node("ReduceMean", [x], [p + "_mean"], axes=[-1]),
                   helper.make_node("Sub", [x, p + "_mean"], [p + "_d"]),
                   helper.make_node("Mul", [p + "_d", p + "_d"], [p + "_d2"]),
@@ -125,8 +130,9 @@ def primitive_layer_norms(model: Any) -> int:
                   helper.make_node("Sqrt", [p + "_ve"], [p + "_sd"]),
                   helper.make_node("Reciprocal", [p + "_sd"], [p + "_inv"]),
                   helper.make_node("Mul", [p + "_d", p + "_inv"], [p + "_n"]),
-                  helper.make_node("Mul", [p + "_n", gamma], [p + "_g"]),
-                  helper.make_node("Add", [p + "_g", beta], [node.output[0]])]
+                  helper.make_node("Mul", [p + "_n", gamma], [p + "_g" if beta else node.output[0]])]
+        if beta:
+            nodes.append(helper.make_node("Add", [p + "_g", beta], [node.output[0]]))
     _replace_nodes(graph, nodes)
     return count
 
