@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,18 @@ def test_same_seed_same_metrics(compose_train, tmp_path):
     first, again, other = metrics(3, "a"), metrics(3, "b"), metrics(4, "c")
     assert first == again
     assert first["val/loss"] != other["val/loss"]
+
+
+def test_require_number_checks_each_list_item_like_a_single_value():
+    """One check serves the training config and the export CLI: lists get the same type and range checks per item."""
+    from cola_bert.config import ConfigError, require_number
+
+    require_number("batch_sizes", [1, 8], "[1,8]", integer=True, low=1, as_list=True)
+    require_number("batch_sizes", 8, "[1,8]", integer=True, low=1, as_list=True)  # one value is a list of one
+    for value, message in (([0, 8], "batch_sizes=[0, 8] is out of range: it must be >= 1"),
+                           ([1, "x"], "batch_sizes=[1, 'x'] is not a list of integers"),
+                           ([], "batch_sizes=[] is not a list of integers")):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            require_number("batch_sizes", value, "[1,8]", integer=True, low=1, as_list=True)
+    with pytest.raises(ConfigError, match="seed=\\[1, 2\\] is not an integer"):
+        require_number("seed", [1, 2], "42", integer=True)

@@ -76,10 +76,8 @@ def require_number(key: str, value: Any, example: str, *, integer: bool = False,
     values = list(value) if is_list else [value]
     if (is_list and not as_list) or not values or not all(_is_number(v, integer) for v in values):
         raise ConfigError(f"{key}={value} is not {shape}. Give {shape}, e.g. {key}={example}.")
-    if as_list:
-        return
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
+    too_low = low is not None and any(v <= low if low_open else v < low for v in values)
+    too_high = high is not None and any(v >= high if high_open else v > high for v in values)
     if too_low or too_high:
         lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
         hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"

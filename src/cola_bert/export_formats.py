@@ -288,6 +288,6 @@ def quantize_onnx(source: Path, target: Path, config: Any, matmul: str, block_si
         "layer_norms_as_primitive_ops": layer_norms,
         "int8_ops": {op: n for op, n in sorted(ops.items())
                      if op in ("MatMulNBits", "QAttention", "QEmbedLayerNormalization", "MatMulInteger",
-                                                     "MatMulIntegerToFloat")},
+                               "MatMulIntegerToFloat")},
         "fp32_matmuls": ops["MatMul"],
     }

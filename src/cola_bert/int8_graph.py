@@ -64,7 +64,7 @@ def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
         w = f"pt_w{count}"
         _const(graph, w, np.clip(np.round(weight / scale), -limit, limit).astype(np.int8))
         _const(graph, w + "_scale", scale)
-        x, k = node.input[0], int(weights[node.input[1]].dims[0])
+        x, (k, n) = node.input[0], weight.shape
         if x not in quantized:  # tokens as rows; one scale per row: max |x| / 127; uint8 around 128
             a = f"pt_a{len(quantized)}"
             _const(graph, a + "_rows", np.array([-1, k], np.int64))
@@ -81,7 +81,7 @@ def per_token_matmuls(model: Any, reduce_range: bool = False) -> int:
                       helper.make_node("Slice", [a + "_shape", start0, end_last], [a + "_lead"])]
             quantized[x] = (a + "_q", a + "_col", a + "_lead")
         q, token_scale, lead = quantized[x]
-        _const(graph, w + "_n", np.array([weights[node.input[1]].dims[1]], np.int64))
+        _const(graph, w + "_n", np.array([n], np.int64))
         # (q - 128) @ w * column scale, in one ONNX Runtime kernel; then the token's scale, then the input's shape
         nodes += [helper.make_node("MatMulIntegerToFloat", [q, w, one, w + "_scale", zero_point], [w + "_f"],
                                    name=node.name, domain="com.microsoft"),
