@@ -180,26 +180,10 @@ def logs_setting(value: Any) -> str:
 def container_torch_version(settings: dict[str, Any]) -> str | None:
     """The torch version of the SageMaker training image (`2.8` → `2.8.0`, the SDK's version aliases); None for a
     custom `image_uri`."""
-    if settings.get("image_uri"):
-        return None
+    if settings.get("image_uri") or not settings.get("framework_version"):
+        return None  # without a framework_version the SDK refuses the estimator (build_estimator)
     sm, version = import_sagemaker(), str(settings["framework_version"])
     return sm.image_uris.config_for_framework("pytorch")["training"].get("version_aliases", {}).get(version, version)
-
-
-def resolve_image_uri(settings: dict[str, Any], region: str) -> str:
-    """The training image for framework_version/py_version on this instance type (local lookup, no AWS call)."""
-    if settings.get("image_uri"):
-        return str(settings["image_uri"])
-    fv, pv = settings.get("framework_version"), settings.get("py_version")
-    if not fv or not pv:
-        raise LaunchError(
-            "Set sagemaker.framework_version and sagemaker.py_version (e.g. sagemaker.framework_version=2.8.0 "
-            "sagemaker.py_version=py312), or a custom training image with sagemaker.image_uri=...."
-        )
-    sm = import_sagemaker()
-    with aws_errors(f"looking up the PyTorch {fv} {pv} training image"):
-        return sm.image_uris.retrieve("pytorch", region, version=str(fv), py_version=str(pv),
-                                      instance_type=settings["instance_type"], image_scope="training")  # fmt: skip
 
 
 def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
@@ -212,14 +196,16 @@ def job_name_for(sm_cfg: DictConfig, job_num: int | None = None) -> str:
 
 
 def build_estimator(kwargs: dict[str, Any]):
-    """`sagemaker.pytorch.PyTorch(**kwargs)`: the SDK's own checks (torch_distributed versions and instance types,
+    """`sagemaker.pytorch.PyTorch(**kwargs)` and its training image (the SDK's lookup for framework_version,
+    py_version and instance type; no AWS call): the SDK's own checks (versions, torch_distributed instance types,
     ...) become one-paragraph errors before anything is uploaded."""
     import_sagemaker()
     from sagemaker.pytorch import PyTorch
 
     with aws_errors("checking the training job settings"):
         try:
-            return PyTorch(**kwargs)
+            sdk_estimator = PyTorch(**kwargs)
+            return sdk_estimator, sdk_estimator.training_image_uri()
         except ValueError as err:
             hint = ""
             if kwargs.get("distribution"):

@@ -14,51 +14,26 @@ packages), no data, outputs, checkpoints, caches or virtual environments.
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata as md
 import shutil
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from cola_bert.config import conf_dir
 from launch.errors import LaunchError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "cola_bert"
 ENTRY_POINT = "sagemaker_entry.py"
-NEVER_PINNED = ("torch", "cola-bert")  # the image has torch; the package is staged as source
-# Packages a logger needs at run time although the training code does not import them unless it is selected:
+INSTALL = "pip install -e '.[sagemaker]' before launching"
+NEVER_PINNED = ("torch",)  # the image has it (constraints.txt keeps its build)
+# Packages a logger needs at run time (optional extras, so not in the declared list):
 # (distribution, range used when it is not installed here). sagemaker-mlflow resolves managed MLflow ARNs.
 LOGGER_PACKAGES = {
     "MLFlowLogger": (("mlflow", "mlflow>=2.16,<4"), ("sagemaker-mlflow", "sagemaker-mlflow>=0.1,<1")),
     "TensorBoardLogger": (("tensorboard", "tensorboard>=2.9"),),
 }
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "*.ckpt", "*.tmp")
-
-
-def imported_modules(entry: Path = PACKAGE_DIR / ENTRY_POINT) -> set[str]:
-    """Top-level modules the training code imports: every `import` (module level or inside functions) of the entry
-    script and of the cola_bert modules it reaches, followed through cola_bert."""
-    seen: set[str] = set()
-    found: set[str] = set()
-    todo = [entry]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "cola_bert" and len(parts) > 1:
-                    todo.append(PACKAGE_DIR.joinpath(*parts[1:]).with_suffix(".py"))
-                elif parts[0] != "cola_bert":
-                    found.add(parts[0])
-    return found
 
 
 def _logger_targets(cfg) -> set[str]:
@@ -70,31 +45,31 @@ def _logger_targets(cfg) -> set[str]:
             if isinstance(node, dict)}  # fmt: skip
 
 
-def _pin(dist: str) -> str:
-    meta = md.metadata(dist)
+def _pin(dist: str, fallback: str | None = None) -> str:
+    """`Name==version` as installed here; `fallback` (a range) when it is not installed, else LaunchError."""
+    try:
+        meta = md.metadata(dist)
+    except md.PackageNotFoundError:
+        if fallback:
+            return fallback
+        raise LaunchError(f"{dist} is not installed here: {INSTALL}.") from None
     return f"{meta['Name']}=={meta['Version']}"
 
 
 def requirements(cfg=None) -> list[str]:
-    """`name==version` as installed here for every distribution the training code imports (never torch), plus what
-    the selected loggers need (mlflow + sagemaker-mlflow for logger=mlflow), sorted by name."""
-    by_module = md.packages_distributions()
-    optional = {dist for extras in LOGGER_PACKAGES.values() for dist, _ in extras}
-    dists: set[str] = set()
-    for module in imported_modules():
-        names = {md.metadata(dist)["Name"].lower(): dist for dist in by_module.get(module, [])}
-        if names.keys() & optional:  # e.g. `mlflow` (mlflow, mlflow-skinny, ...): only with its logger
-            continue
-        dists |= {d for n, d in names.items() if n not in NEVER_PINNED and not n.startswith(("nvidia-", "triton"))}
-    lines = {md.metadata(d)["Name"].lower(): _pin(d) for d in dists}
+    """`name==version` as installed here for each dependency cola-bert declares (pyproject `dependencies`; never
+    torch, the image has it), plus what the selected loggers need (mlflow + sagemaker-mlflow for logger=mlflow),
+    sorted by name. The declared list rather than the imports, so tokenizers and safetensors are pinned too."""
+    try:
+        declared = md.requires("cola-bert") or []
+    except md.PackageNotFoundError:
+        raise LaunchError(f"cola-bert is not installed here: {INSTALL}.") from None
+    lines = {}
+    for req in map(Requirement, declared):  # an extra's carry the marker `extra == "..."`
+        if (not req.marker or req.marker.evaluate({"extra": ""})) and req.name.lower() not in NEVER_PINNED:
+            lines[req.name.lower()] = _pin(req.name)
     for target in _logger_targets(cfg) if cfg is not None else ():
-        for dist, fallback in LOGGER_PACKAGES.get(target, ()):
-            try:
-                lines[dist] = _pin(dist)
-            except md.PackageNotFoundError:
-                lines[dist] = fallback
-    if "pytorch-lightning" not in lines:  # a broken environment: the container would fail late
-        raise LaunchError("pytorch-lightning is not installed here: pip install -e '.[sagemaker]' before launching.")
+        lines |= {dist: _pin(dist, fallback) for dist, fallback in LOGGER_PACKAGES.get(target, ())}
     return [lines[name] for name in sorted(lines)]
 
 

