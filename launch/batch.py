@@ -81,9 +81,9 @@ def check_settings(cfg: DictConfig) -> None:
                 "input=<sentences.txt or s3://...> output=s3://<bucket>/<prefix>/ [instance_type=... wait=true]."
             )
     validate.instance_type(str(opt(cfg, "instance_type")), "CreateTransformJob", setting="instance_type")
-    count, payload = opt(cfg, "instance_count"), opt(cfg, "max_payload_mb")
-    if not isinstance(count, int) or count < 1:
-        raise LaunchError(f"instance_count={count} must be a positive integer.")
+    validate.request_value(opt(cfg, "instance_count"), "instance_count", "CreateTransformJob",
+                           "TransformResources.InstanceCount")
+    payload = opt(cfg, "max_payload_mb")
     concurrent = opt(cfg, "max_concurrent_transforms")
     if concurrent is not None:
         validate.request_value(concurrent, "max_concurrent_transforms", "CreateTransformJob", "MaxConcurrentTransforms")
