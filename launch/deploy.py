@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cola_bert.config import conf_dir
+from cola_bert.console import config_composed, run_hydra
 from launch import console, images, model_artifact, validate
 from launch.console import info
 from launch.errors import Interrupted, LaunchError, NotFound, aws_errors, exit_on_error, lookup
@@ -292,8 +293,9 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="deploy")
 def main(cfg: DictConfig) -> None:
+    config_composed()
     exit_on_error(execute)(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -31,6 +31,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cola_bert.config import conf_dir
+from cola_bert.console import config_composed, run_hydra
 from cola_bert.sweep import SweepTable, describe_failure
 from launch import channels, console, estimator, source_dir, validate
 from launch.errors import LaunchError, aws_errors, exit_on_error
@@ -289,9 +290,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="launch_train")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    config_composed()
     return run(cfg)  # in a sweep, SageMakerJobsTable reads this record
 
 
 if __name__ == "__main__":
     exit_on_error(refuse_before_hydra)(sys.argv[1:])
-    main()
+    run_hydra(main)

@@ -23,6 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from cola_bert.console import config_composed, run_hydra
 from launch import console, validate
 from launch import train as launch_train
 from launch.errors import JobFailed, LaunchError, aws_errors, exit_on_error
@@ -190,6 +191,7 @@ def tune(cfg: DictConfig, overrides: list[str], *, run_dir: Path | None = None) 
 
 @hydra.main(version_base="1.3", config_path=launch_train.CONF_DIR, config_name="launch_tune")
 def main(cfg: DictConfig) -> None:
+    config_composed()
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
@@ -199,4 +201,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     exit_on_error(refuse_before_hydra)(sys.argv[1:])
-    main()
+    run_hydra(main)

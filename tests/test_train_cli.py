@@ -165,6 +165,43 @@ def test_known_user_errors_are_one_paragraph_and_exit_2(cola_archive, tmp_path, 
         assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("cola_bert.train", ["trainer.max_epoch=3"], "Could not override 'trainer.max_epoch'."),
+        ("cola_bert.train", ["model=tinyy"], "In 'train': Could not find 'model/tinyy'"),
+        ("cola_bert.export", ["model_dir=x", "formatt=onnx"], "Could not override 'formatt'."),
+        ("launch.train", ["sagemaker=gpuu"], "Could not find 'sagemaker/gpuu'"),
+        ("launch.tune", ["tune.strategy=Bayesian=1"], "mismatched input '='"),
+        ("launch.deploy", ["model_data=x", "deploy=cpuu"], "Could not find 'deploy/cpuu'"),
+        ("launch.batch", ["input=x.txt", "outputt=s3://b/"], "Could not override 'outputt'."),
+    ],
+)
+def test_a_command_line_hydra_cannot_compose_exits_2(tmp_path, module, args, message):
+    """Hydra's own message (what was wrong, the options), but exit status 2 like every other bad input: Hydra's 1
+    is what these commands return when a run or a job fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run([sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failure_after_the_config_is_composed_still_exits_1(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import hydra\nfrom cola_bert import console\n\n"
+        "@hydra.main(version_base='1.3', config_path=None)\n"
+        "def main(cfg):\n    console.config_composed()\n    raise RuntimeError('a bug, not a bad command line')\n\n"
+        "console.run_hydra(main)\n"
+    )
+    run = [sys.executable, str(script), f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "a bug, not a bad command line" in proc.stderr
+    proc = subprocess.run([*run, "+x=[1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no viable alternative at input '[1'" in proc.stderr
+
+
 def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
     """ckpt_path= a checkpoint written by a run with other model settings: a ConfigError naming the first weight
     that differs and the checkpoint's model, instead of a shape error from inside Lightning's restore."""

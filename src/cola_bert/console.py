@@ -1,5 +1,6 @@
 """A clean console for training runs: no library adverts, no escape codes in captured output, no deprecation noise
-from dependencies, and known user errors as one paragraph instead of a traceback."""
+from dependencies, known user errors as one paragraph instead of a traceback, and exit status 2 for every bad
+command line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -84,3 +87,24 @@ def error_paragraph(err: BaseException) -> str:
     """The one paragraph printed for a known user error (the traceback stays behind HYDRA_FULL_ERROR=1)."""
     text = " ".join(str(err).split())
     return f"Error: {text}\n(Set HYDRA_FULL_ERROR=1 to see the traceback.)"
+
+
+_composed = False
+
+
+def config_composed() -> None:
+    """Called first by each @hydra.main task function: Hydra has composed the command line's config."""
+    global _composed
+    _composed = True
+
+
+def run_hydra(main: Callable[[], Any]) -> None:
+    """Run a @hydra.main entry point so that a command line Hydra cannot compose (a mistyped key or config group, an
+    override that does not parse) exits 2, the status of every other bad input. Hydra exits 1 for it, the status
+    these commands keep for failures; its message (what was wrong, the available options) is printed unchanged."""
+    try:
+        main()
+    except SystemExit as err:
+        if err.code == 1 and not _composed:
+            raise SystemExit(2) from None
+        raise

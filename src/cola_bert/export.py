@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from cola_bert import inference
+from cola_bert import console, inference
 from cola_bert.agreement import (
     DEFAULT_MIN_AGREEMENT, DEFAULT_TOLERANCE, agreement_sentences, check_agreement, find_cola_archive,
     max_abs_logit_diff,
@@ -564,6 +564,7 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=config_path, config_name="export")
     def _app(cfg) -> None:
+        console.config_composed()
         logging.basicConfig(level=logging.INFO if cfg.get("verbose") else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         try:
@@ -572,7 +573,7 @@ def main() -> None:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    _app()
+    console.run_hydra(_app)  # a command line Hydra cannot compose exits 2 as well
 
 
 if __name__ == "__main__":

@@ -301,6 +301,7 @@ def _single_run() -> bool:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    console.config_composed()
     try:
         record = train(cfg)
     except Exception as err:
@@ -318,5 +319,10 @@ def main(cfg: DictConfig) -> float | None:
     return value
 
 
+def cli() -> None:
+    """`cola-train` and `python -m cola_bert.train`: a command line Hydra cannot compose exits 2."""
+    console.run_hydra(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
